@@ -1,0 +1,180 @@
+"""Every error the engine raises or reports, as one tree.
+
+::
+
+    EngineError
+    ├── PeerProtocolError          the caller's side broke the AudioSocket protocol
+    │   ├── UnknownKind(kind)
+    │   ├── BadAudioLength(kind, length)          0 or odd
+    │   ├── FrameTooLarge(kind, size, limit)
+    │   ├── FirstMessageNotUuid(kind)
+    │   ├── DuplicateUuid()
+    │   ├── MalformedUuid(length)
+    │   ├── MalformedDtmf(payload)
+    │   ├── MalformedHangup(length)
+    │   └── TruncatedMessage(kind, expected, received)   EOF inside a message
+    ├── LocalProtocolError         we were about to send something Asterisk rejects
+    │   └── BadOutgoingAudio(kind, length, reason)
+    ├── MediaError                 audio the media core cannot take
+    │   ├── UnsupportedRate(rate, reason)
+    │   ├── BadSampleData(length)                 not whole int16 samples
+    │   └── StreamFinished()                      input after the last chunk, without reset()
+    ├── UpstreamError              the Realtime side failed (call path issue)
+    ├── ConfigError                configuration is invalid
+    └── NativeExtensionMissing     the compiled media core is not built
+
+Exceptions carry their fields and build their own message; none ever holds a secret.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadAudioLength",
+    "BadOutgoingAudio",
+    "BadSampleData",
+    "ConfigError",
+    "DuplicateUuid",
+    "EngineError",
+    "FirstMessageNotUuid",
+    "FrameTooLarge",
+    "LocalProtocolError",
+    "MalformedDtmf",
+    "MalformedHangup",
+    "MalformedUuid",
+    "MediaError",
+    "NativeExtensionMissing",
+    "PeerProtocolError",
+    "StreamFinished",
+    "TruncatedMessage",
+    "UnknownKind",
+    "UnsupportedRate",
+    "UpstreamError",
+]
+
+
+class EngineError(Exception):
+    """Root of every error the engine defines."""
+
+
+class PeerProtocolError(EngineError):
+    """The peer (Asterisk or whoever connected) broke the AudioSocket protocol."""
+
+
+class UnknownKind(PeerProtocolError):
+    def __init__(self, kind: int) -> None:
+        self.kind = kind
+        super().__init__(f"unknown AudioSocket message kind 0x{kind:02x}")
+
+
+class BadAudioLength(PeerProtocolError):
+    def __init__(self, kind: int, length: int) -> None:
+        self.kind = kind
+        self.length = length
+        why = "empty" if length == 0 else "odd (not whole 16-bit samples)"
+        super().__init__(f"audio message kind 0x{kind:02x} has length {length}: {why}")
+
+
+class FrameTooLarge(PeerProtocolError):
+    def __init__(self, kind: int, size: int, limit: int) -> None:
+        self.kind = kind
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"AudioSocket message kind 0x{kind:02x} of {size} bytes exceeds the limit of {limit}"
+        )
+
+
+class FirstMessageNotUuid(PeerProtocolError):
+    def __init__(self, kind: int) -> None:
+        self.kind = kind
+        super().__init__(f"first AudioSocket message must be a UUID (0x01), got kind 0x{kind:02x}")
+
+
+class DuplicateUuid(PeerProtocolError):
+    def __init__(self) -> None:
+        super().__init__("a second UUID message arrived on the same connection")
+
+
+class MalformedUuid(PeerProtocolError):
+    def __init__(self, length: int) -> None:
+        self.length = length
+        super().__init__(f"UUID message has {length} bytes, expected 16")
+
+
+class MalformedDtmf(PeerProtocolError):
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        super().__init__(
+            f"DTMF message payload {payload[:8]!r} is not one of the digits 0-9 * # A-D"
+        )
+
+
+class MalformedHangup(PeerProtocolError):
+    def __init__(self, length: int) -> None:
+        self.length = length
+        super().__init__(f"hangup message carries {length} payload bytes, expected none")
+
+
+class TruncatedMessage(PeerProtocolError):
+    def __init__(self, kind: int | None, expected: int, received: int) -> None:
+        self.kind = kind
+        self.expected = expected
+        self.received = received
+        what = "header" if kind is None else f"kind 0x{kind:02x} message"
+        super().__init__(
+            f"connection closed inside an AudioSocket {what}: {received} of {expected} bytes"
+        )
+
+
+class LocalProtocolError(EngineError):
+    """The engine was about to send something the peer would reject."""
+
+
+class BadOutgoingAudio(LocalProtocolError):
+    def __init__(self, kind: int, length: int, reason: str) -> None:
+        self.kind = kind
+        self.length = length
+        self.reason = reason
+        super().__init__(f"cannot send audio kind 0x{kind:02x} of {length} bytes: {reason}")
+
+
+class MediaError(EngineError):
+    """Audio the media core cannot process."""
+
+
+class UnsupportedRate(MediaError):
+    def __init__(self, rate: int, reason: str) -> None:
+        self.rate = rate
+        self.reason = reason
+        super().__init__(f"sample rate {rate} Hz is not supported: {reason}")
+
+
+class BadSampleData(MediaError):
+    def __init__(self, length: int) -> None:
+        self.length = length
+        super().__init__(f"{length} bytes is not a whole number of 16-bit samples")
+
+
+class StreamFinished(MediaError):
+    def __init__(self) -> None:
+        super().__init__("the stream was already finished with last=True; call reset() first")
+
+
+class UpstreamError(EngineError):
+    """The Realtime upstream refused, failed or stalled."""
+
+
+class ConfigError(EngineError):
+    """The configuration is invalid; the message lists what and why."""
+
+
+class NativeExtensionMissing(EngineError):
+    def __init__(self, module: str, cause: str) -> None:
+        self.module = module
+        self.cause = cause
+        super().__init__(
+            f"the native media core module engine._native.{module} is not built ({cause}). "
+            "Build it with `pip install .` (or `pip install -e .` in a checkout; both need gcc "
+            "and the Python headers), or set VOICE_ENGINE_IMPL=python to run the slow "
+            "plain-Python twins on purpose."
+        )
