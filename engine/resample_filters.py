@@ -66,7 +66,7 @@ def _kaiser(factor: int) -> np.ndarray | None:
     return h / h.sum()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def plan(in_rate: int, out_rate: int) -> Plan:
     """The shared plan for ``in_rate`` -> ``out_rate`` (not for equal rates).
 

@@ -6,8 +6,6 @@ import importlib
 from pathlib import Path
 from types import ModuleType
 
-import pytest
-
 IMPLS = ("native", "python")
 FIXTURES = Path(__file__).parent / "fixtures"
 _PACKAGES = {"native": "engine._native", "python": "engine._pure"}

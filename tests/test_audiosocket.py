@@ -69,7 +69,7 @@ def _check_session(name: str, events: list[object]) -> None:
     assert len(events) == len(messages) + 1
     assert type(events[-1]).__name__ == "PeerClosed"
     rates = {0x10: 8000, 0x12: 16000, 0x13: 24000}
-    for event, msg in zip(events, messages):
+    for event, msg in zip(events, messages, strict=False):
         payload = data[msg["offset"] + 3 : msg["offset"] + 3 + msg["len"]]
         kind = msg["kind"]
         if kind == 0x01:
@@ -148,7 +148,8 @@ VIOLATIONS = [
     (UUID_MSG + UUID_MSG, errors.DuplicateUuid, {}),
     (UUID_MSG + b"\x10\x00\x00", errors.BadAudioLength, {"kind": 0x10, "length": 0}),
     (UUID_MSG + b"\x12\x01\x41", errors.BadAudioLength, {"kind": 0x12, "length": 321}),
-    (UUID_MSG + b"\x10\x40\x02", errors.FrameTooLarge, {"kind": 0x10, "size": 16386, "limit": 16384}),
+    (UUID_MSG + b"\x10\x40\x02", errors.FrameTooLarge,
+     {"kind": 0x10, "size": 16386, "limit": 16384}),
     (UUID_MSG + b"\x03\x00\x01x", errors.MalformedDtmf, {"payload": b"x"}),
     (UUID_MSG + b"\x03\x00\x0212", errors.MalformedDtmf, {"payload": b"12"}),
     (UUID_MSG + b"\x00\x00\x01z", errors.MalformedHangup, {"length": 1}),

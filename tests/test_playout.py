@@ -99,9 +99,9 @@ def test_clear_fades_and_reports_what_was_heard(m: ModuleType) -> None:
     fade = tail[:40]
     assert tail[40:] == [0] * (FRAME - 40)
     last = _ints(played)[-1]
-    step = max(abs(int(a) - int(b)) for a, b in zip(tone[1:], tone[:-1]))
+    step = max(abs(int(a) - int(b)) for a, b in zip(tone[1:], tone[:-1], strict=True))
     assert abs(fade[0] - last) <= step  # continues the waveform: no jump
-    assert all(abs(f) <= abs(int(t)) for f, t in zip(fade, tone[480:520]))
+    assert all(abs(f) <= abs(int(t)) for f, t in zip(fade, tone[480:520], strict=True))
     assert abs(fade[-1]) <= abs(int(tone[519])) // 30 + 1  # down to nothing
     assert buf.played_ms("item1") == 65
     assert buf.pop_frame() == bytes(2 * FRAME) and buf.underruns == 0
@@ -178,7 +178,8 @@ def test_native_equals_twin(ops: list[tuple[object, ...]], rate: int, start: int
             pcm = rng.integers(-32768, 32767, int(op[1]), dtype="<i2").tobytes()
             assert a.push(pcm, op[2]) == b.push(pcm, op[2])
         elif op[0] == "pop":
-            assert (a.pop_message() == b.pop_message()) if op[1] else (a.pop_frame() == b.pop_frame())
+            pop = "pop_message" if op[1] else "pop_frame"
+            assert getattr(a, pop)() == getattr(b, pop)()
         elif op[0] == "complete":
             a.mark_complete(), b.mark_complete()
         elif op[0] == "clear":
