@@ -135,13 +135,16 @@ cdef class Resampler:
         cdef Py_ssize_t i, at = 0, length
         self._reserve(self._hist + samples + pad)
         cdef float *x = self._buf + self._hist
-        for i in range(samples):
-            if i == 0 and self._odd >= 0:
-                x[0] = <short>(self._odd | (data[0] << 8))
-                at = 1
-            else:
-                x[i] = <short>(data[at] | (data[at + 1] << 8))
-                at += 2
+        cdef float *fill = x
+        cdef Py_ssize_t whole = samples
+        if samples and self._odd >= 0:
+            x[0] = <short>(self._odd | (data[0] << 8))
+            at = 1
+            fill += 1
+            whole -= 1
+        with nogil:
+            for i in range(whole):
+                fill[i] = <short>(data[at + 2 * i] | (data[at + 2 * i + 1] << 8))
         if total & 1:
             self._odd = data[size - 1] if size else self._odd
         else:

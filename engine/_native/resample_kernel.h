@@ -29,20 +29,24 @@ typedef float rs_v8 __attribute__((vector_size(32)));
 #define RS_LOAD(v, p) memcpy(&(v), (p), sizeof(rs_v8))
 #define RS_STORE(p, v) memcpy((p), &(v), sizeof(rs_v8))
 
+/* Round half to even and clip to int16, as numpy's rint and clip do. Adding and taking
+ * away 1.5 * 2^23 leaves a float32 in [-32768, 32767] rounded to an integer in the current
+ * (nearest-even) mode, with no libm call and in a form the compiler vectorises. */
 static inline int16_t rs_round(float acc)
 {
-    float r = rintf(acc);
-    if (r > 32767.0f)
-        r = 32767.0f;
-    if (r < -32768.0f)
-        r = -32768.0f;
-    return (int16_t)r;
+    float r = acc > 32767.0f ? 32767.0f : (acc < -32768.0f ? -32768.0f : acc);
+    const float magic = 12582912.0f; /* not folded away: -ffast-math is never on */
+    return (int16_t)((r + magic) - magic);
 }
 
 static inline void rs_put(unsigned char *dst, long at, int16_t s)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(dst + 2 * at, &s, 2);
+#else
     dst[2 * at] = (unsigned char)(s & 0xFF);
     dst[2 * at + 1] = (unsigned char)(((uint16_t)s >> 8) & 0xFF);
+#endif
 }
 
 /* RS_BLOCK outputs: out[q] = sum_i coef[i] * x[b + q*down - i], x[k*down + r] = z[r][k]. */
