@@ -22,5 +22,6 @@ cdef class Resampler:
     cdef int64_t _start, _n, _j
 
     cdef int _reserve(self, Py_ssize_t need) except -1
-    cdef bytes _pass(self, const unsigned char[::1] view, Py_ssize_t size)
+    cdef bytes _process(self, const unsigned char *data, Py_ssize_t size, bint last)
+    cdef bytes _pass(self, const unsigned char *data, Py_ssize_t size)
     cdef bytes _filter(self, const unsigned char *data, Py_ssize_t size, bint last)

@@ -6,7 +6,8 @@ stream of a rate pair; a stream owns only its float32 history. The FIR loops are
 ``resample_kernel.h``.
 """
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy, memmove
@@ -88,19 +89,28 @@ cdef class Resampler:
             StreamFinished: the stream already ended; call reset().
             BadSampleData: ``last`` with half a sample left over.
         """
-        if isinstance(data, memoryview) and data.format != "B":
-            data = data.cast("B")
-        cdef const unsigned char[::1] view = data
+        cdef Py_buffer view
+        cdef bytes out
         if self._finished:
             raise StreamFinished()
-        cdef Py_ssize_t size = view.shape[0]
+        if type(data) is bytes:
+            return self._process(<const unsigned char *>PyBytes_AS_STRING(data),
+                                 PyBytes_GET_SIZE(data), last)
+        PyObject_GetBuffer(data, &view, PyBUF_C_CONTIGUOUS)
+        try:
+            out = self._process(<const unsigned char *>view.buf, view.len, last)
+        finally:
+            PyBuffer_Release(&view)
+        return out
+
+    cdef bytes _process(self, const unsigned char *data, Py_ssize_t size, bint last):
         cdef Py_ssize_t total = size + (self._odd >= 0)
         if total & 1 and last:
             raise BadSampleData(total)
         self._finished = last
         if self._passthrough:
-            return self._pass(view, size)
-        return self._filter(&view[0] if size else NULL, size, last)
+            return self._pass(data, size)
+        return self._filter(data, size, last)
 
     cdef int _reserve(self, Py_ssize_t need) except -1:
         cdef float *grown
@@ -112,7 +122,7 @@ cdef class Resampler:
             self._cap = max(need, 2 * self._cap)
         return 0
 
-    cdef bytes _pass(self, const unsigned char[::1] view, Py_ssize_t size):
+    cdef bytes _pass(self, const unsigned char *data, Py_ssize_t size):
         cdef Py_ssize_t total = size + (self._odd >= 0)
         cdef bytes out = PyBytes_FromStringAndSize(NULL, total & ~1)
         cdef unsigned char *dst = <unsigned char *>PyBytes_AS_STRING(out)
@@ -121,11 +131,11 @@ cdef class Resampler:
             if self._odd >= 0:
                 dst[0] = <unsigned char>self._odd
                 lead = 1
-            memcpy(dst + lead, &view[0], (total & ~1) - lead)
+            memcpy(dst + lead, data, (total & ~1) - lead)
         if not total & 1:
             self._odd = -1
         elif size:
-            self._odd = view[size - 1]
+            self._odd = data[size - 1]
         return out
 
     cdef bytes _filter(self, const unsigned char *data, Py_ssize_t size, bint last):

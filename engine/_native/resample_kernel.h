@@ -49,10 +49,12 @@ static inline void rs_put(unsigned char *dst, long at, int16_t s)
 #endif
 }
 
-/* RS_BLOCK outputs: out[q] = sum_i coef[i] * x[b + q*down - i], x[k*down + r] = z[r][k]. */
+/* RS_BLOCK outputs: out[q] = sum_i coef[i] * x[b + q*down - i], x[k*down + r] = z[r][k],
+ * rounded and clipped to int16. */
 RS_CLONES static void rs_block(const float *coef, long taps, const float *const *z, long down,
-                               long b, float *out)
+                               long b, int16_t *out)
 {
+    float sums[RS_BLOCK];
     rs_v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
     long r = b % down, k = b / down;
     for (long i = 0; i < taps; i++) {
@@ -71,10 +73,13 @@ RS_CLONES static void rs_block(const float *coef, long taps, const float *const 
             k--;
         }
     }
-    RS_STORE(out, a0);
-    RS_STORE(out + 8, a1);
-    RS_STORE(out + 16, a2);
-    RS_STORE(out + 24, a3);
+    RS_STORE(sums, a0);
+    RS_STORE(sums + 8, a1);
+    RS_STORE(sums + 16, a2);
+    RS_STORE(sums + 24, a3);
+    /* A plain loop over a fixed count: the compiler vectorises the clip and the rounding. */
+    for (int t = 0; t < RS_BLOCK; t++)
+        out[t] = rs_round(sums[t]);
 }
 
 /* n_out outputs from absolute index j0 into dst (int16 LE). x[0] is absolute input `start`;
@@ -84,7 +89,7 @@ static void rs_run(const float *table, long up, long down, long centre, long tap
                    float *z, unsigned char *dst)
 {
     const float *streams[down > 0 ? down : 1];
-    float block[RS_BLOCK];
+    int16_t block[RS_BLOCK];
     long stride = len / down + 1;
     if (down == 1) {
         streams[0] = x;
@@ -105,7 +110,7 @@ static void rs_run(const float *table, long up, long down, long centre, long tap
         for (; q + RS_BLOCK <= count; q += RS_BLOCK) {
             rs_block(coef, taps, streams, down, b + q * down, block);
             for (long t = 0; t < RS_BLOCK; t++)
-                rs_put(dst, c + (q + t) * up, rs_round(block[t]));
+                rs_put(dst, c + (q + t) * up, block[t]);
         }
         for (; q < count; q++) {
             const float *s = x + b + q * down;
