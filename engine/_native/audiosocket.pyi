@@ -1,7 +1,8 @@
-import uuid
-from collections.abc import Buffer
+import uuid as uuidlib
 
 from engine.errors import PeerProtocolError
+
+Buffer = bytes | bytearray | memoryview
 
 KIND_HANGUP: int
 KIND_UUID: int
@@ -24,8 +25,8 @@ HANGUP: bytes
 def kind_for_rate(rate: int) -> int: ...
 
 class UuidReceived:
-    uuid: uuid.UUID
-    def __init__(self, uuid: uuid.UUID) -> None: ...
+    uuid: uuidlib.UUID
+    def __init__(self, uuid: uuidlib.UUID) -> None: ...
 
 class AudioReceived:
     kind: int
@@ -56,7 +57,7 @@ Event = (
 
 class Parser:
     max_payload: int
-    uuid: uuid.UUID | None
+    uuid: uuidlib.UUID | None
     finished: bool
     def __init__(self, max_payload: int = ...) -> None: ...
     def receive_data(self, data: Buffer) -> None: ...

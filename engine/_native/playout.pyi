@@ -1,4 +1,4 @@
-from collections.abc import Buffer
+Buffer = bytes | bytearray | memoryview
 
 MAX_ITEMS: int
 

@@ -1,4 +1,4 @@
-from collections.abc import Buffer
+Buffer = bytes | bytearray | memoryview
 
 def supported_rates() -> tuple[int, ...]: ...
 

@@ -25,6 +25,16 @@ MAX_ITEMS = 16
 _IDLE, _BUFFERING, _PLAYING = 0, 1, 2
 
 
+class _Segment:
+    """A run of buffered samples that belong to one item."""
+
+    __slots__ = ("item_id", "left")
+
+    def __init__(self, item_id: str | None, left: int) -> None:
+        self.item_id = item_id
+        self.left = left
+
+
 def fade_gain(k: int, n: int) -> int:
     """Q15 gain of sample k of an n-sample fade-out: 32767 at k=0, falling linearly to 0."""
     return 32767 * (n - k) // n
@@ -81,7 +91,7 @@ class PlayoutBuffer:
     def reset(self) -> None:
         """Drops all audio; back to idle with the initial small storage (counters kept)."""
         self._data = bytearray()
-        self._segments: list[list[object]] = []  # [item_id, samples left], in buffer order
+        self._segments: list[_Segment] = []  # in buffer order
         self._state = _IDLE
         self.complete = False
         self.allocated_samples = self._initial
@@ -127,10 +137,10 @@ class PlayoutBuffer:
         self._grow(self.buffered_samples + kept)
         self._data += data[: 2 * kept]
         record[0] += kept
-        if self._segments and self._segments[-1][0] == item_id:
-            self._segments[-1][1] += kept  # type: ignore[operator]
+        if self._segments and self._segments[-1].item_id == item_id:
+            self._segments[-1].left += kept
         else:
-            self._segments.append([item_id, kept])
+            self._segments.append(_Segment(item_id, kept))
         return kept
 
     def mark_complete(self) -> None:
@@ -179,8 +189,8 @@ class PlayoutBuffer:
         if not self._segments:
             self._state = _IDLE
             return None
-        item_id, left = self._segments[0]
-        keep = min(self._fade, left) if self._state == _PLAYING else 0  # type: ignore[type-var]
+        item_id, left = self._segments[0].item_id, self._segments[0].left
+        keep = min(self._fade, left) if self._state == _PLAYING else 0
         tail = bytearray(self._data[: 2 * keep])
         for k in range(keep):
             s = int.from_bytes(tail[2 * k : 2 * k + 2], "little", signed=True)
@@ -189,12 +199,12 @@ class PlayoutBuffer:
             )
         self._data = tail
         self.allocated_samples = self._initial
-        self._segments = [[item_id, keep]] if keep else []
+        self._segments = [_Segment(item_id, keep)] if keep else []
         self._state = _PLAYING if keep else _IDLE
         self.complete = True
         record = self._items.get(item_id)
         popped = record[1] if record else 0
-        return item_id, (popped + keep) * 1000 // self.rate  # type: ignore[return-value]
+        return item_id, (popped + keep) * 1000 // self.rate
 
     def _grow(self, need: int) -> None:
         while self.allocated_samples < need:
@@ -205,13 +215,13 @@ class PlayoutBuffer:
         del self._data[: 2 * n]
         while n:
             segment = self._segments[0]
-            step = min(n, segment[1])  # type: ignore[type-var]
-            segment[1] -= step  # type: ignore[operator]
-            record = self._items.get(segment[0])  # type: ignore[call-overload]
+            step = min(n, segment.left)
+            segment.left -= step
+            record = self._items.get(segment.item_id)
             if record is not None:
                 record[1] += step
-            self.current_item = segment[0]  # type: ignore[assignment]
+            self.current_item = segment.item_id
             n -= step
-            if not segment[1]:
+            if not segment.left:
                 self._segments.pop(0)
         return out
