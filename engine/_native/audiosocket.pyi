@@ -1,4 +1,5 @@
 import uuid as uuidlib
+from typing import ClassVar
 
 from engine.errors import PeerProtocolError
 
@@ -25,30 +26,44 @@ HANGUP: bytes
 def kind_for_rate(rate: int) -> int: ...
 
 class UuidReceived:
-    uuid: uuidlib.UUID
+    __match_args__: ClassVar[tuple[str, ...]]
+    @property
+    def uuid(self) -> uuidlib.UUID: ...
     def __init__(self, uuid: uuidlib.UUID) -> None: ...
 
 class AudioReceived:
-    kind: int
-    rate: int
-    payload: bytes
+    __match_args__: ClassVar[tuple[str, ...]]
+    @property
+    def kind(self) -> int: ...
+    @property
+    def rate(self) -> int: ...
+    @property
+    def payload(self) -> bytes: ...
     def __init__(self, kind: int, rate: int, payload: bytes) -> None: ...
 
 class DtmfReceived:
-    digit: str
+    __match_args__: ClassVar[tuple[str, ...]]
+    @property
+    def digit(self) -> str: ...
     def __init__(self, digit: str) -> None: ...
 
-class HangupReceived: ...
+class HangupReceived:
+    __match_args__: ClassVar[tuple[str, ...]]
 
 class ErrorReceived:
-    payload: bytes
+    __match_args__: ClassVar[tuple[str, ...]]
+    @property
+    def payload(self) -> bytes: ...
     def __init__(self, payload: bytes) -> None: ...
 
 class ProtocolViolation:
-    error: PeerProtocolError
+    __match_args__: ClassVar[tuple[str, ...]]
+    @property
+    def error(self) -> PeerProtocolError: ...
     def __init__(self, error: PeerProtocolError) -> None: ...
 
-class PeerClosed: ...
+class PeerClosed:
+    __match_args__: ClassVar[tuple[str, ...]]
 
 Event = (
     UuidReceived | AudioReceived | DtmfReceived | HangupReceived | ErrorReceived
@@ -56,10 +71,13 @@ Event = (
 )
 
 class Parser:
-    max_payload: int
-    uuid: uuidlib.UUID | None
-    finished: bool
     def __init__(self, max_payload: int = ...) -> None: ...
+    @property
+    def max_payload(self) -> int: ...
+    @property
+    def uuid(self) -> uuidlib.UUID | None: ...
+    @property
+    def finished(self) -> bool: ...
     def receive_data(self, data: Buffer) -> None: ...
     def receive_eof(self) -> None: ...
     def events_received(self) -> list[Event]: ...

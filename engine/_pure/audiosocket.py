@@ -1,16 +1,25 @@
 """AudioSocket framing, sans-I/O: the plain-Python twin of ``engine._native.audiosocket``.
 
 Each message is ``kind: u8 | length: u16 big-endian | payload``. The parser takes bytes in any
-chunking and returns events; it never raises for what the peer sent: a violation becomes one
-terminal :class:`ProtocolViolation` and later input is ignored. The encoder builds only what
-Asterisk accepts from us: hangup and audio.
+chunking and turns them into events. It never raises for what the peer sent: a violation
+becomes one terminal :class:`ProtocolViolation` and later input is ignored. A header is judged
+as soon as its three bytes are in, so a bad header never waits for its payload; only a DTMF
+message is judged on its payload too, so that the error can carry it. The rules, in order:
+
+1. an unknown kind is :class:`~engine.errors.UnknownKind`;
+2. anything before the UUID is :class:`~engine.errors.FirstMessageNotUuid`;
+3. a length over ``max_payload`` is :class:`~engine.errors.FrameTooLarge`;
+4. then by kind: a UUID not of 16 bytes, or a second UUID; audio empty or odd; a hangup with
+   a payload; DTMF that is not one byte of ``0-9 * # A-D``.
+
+The encoder builds only what Asterisk accepts from us: audio (and :data:`HANGUP`).
 """
 
 from __future__ import annotations
 
 import uuid as uuidlib
 from dataclasses import dataclass
-from typing import Union
+from operator import index
 
 from engine.errors import (
     BadAudioLength,
@@ -88,24 +97,51 @@ AUDIO_RATES = {
 DTMF_DIGITS = "0123456789*#ABCD"
 DEFAULT_MAX_PAYLOAD = 16384
 HANGUP = b"\x00\x00\x00"
-_KNOWN = frozenset((KIND_HANGUP, KIND_UUID, KIND_DTMF, KIND_ERROR, *AUDIO_RATES))
+
+_HEADER_SIZE = 3
+_MAX_LENGTH = 0xFFFF
+_MIN_MAX_PAYLOAD = 16
+_UUID_SIZE = 16
+_KNOWN_KINDS = frozenset((KIND_HANGUP, KIND_UUID, KIND_DTMF, KIND_ERROR, *AUDIO_RATES))
+_DTMF_BYTES = frozenset(DTMF_DIGITS.encode())
+
+_NOT_AUDIO = "not an audio kind (0x10..0x18); Asterisk hangs up on any other kind but hangup"
+_EMPTY = "empty; Asterisk hangs up on an audio message of length 0"
+_ODD = "odd length; not whole 16-bit samples"
+_TOO_LONG = "over 65535 bytes; does not fit the 16-bit length field"
+
+
+def _contiguous(data: bytes | bytearray | memoryview) -> memoryview:
+    view = memoryview(data)
+    if not view.c_contiguous:
+        view.release()
+        raise BufferError("AudioSocket needs a C-contiguous buffer")
+    return view
 
 
 def kind_for_rate(rate: int) -> int:
-    """The audio kind that carries ``rate``. Raises UnsupportedRate."""
-    for kind, r in AUDIO_RATES.items():
-        if r == rate:
+    """The audio kind that carries ``rate`` Hz.
+
+    Raises:
+        UnsupportedRate: AudioSocket has no kind for that rate.
+    """
+    for kind, kind_rate in AUDIO_RATES.items():
+        if kind_rate == rate:
             return kind
     raise UnsupportedRate(rate, "AudioSocket has no audio kind for it")
 
 
 @dataclass(frozen=True, slots=True)
 class UuidReceived:
+    """The call's UUID: always the first message."""
+
     uuid: uuidlib.UUID
 
 
 @dataclass(frozen=True, slots=True)
 class AudioReceived:
+    """One audio message: ``payload`` is int16 little-endian at ``rate`` Hz."""
+
     kind: int
     rate: int
     payload: bytes
@@ -113,29 +149,34 @@ class AudioReceived:
 
 @dataclass(frozen=True, slots=True)
 class DtmfReceived:
+    """One DTMF digit, sent by Asterisk when the digit ends."""
+
     digit: str
 
 
 @dataclass(frozen=True, slots=True)
 class HangupReceived:
-    pass
+    """A hangup message from the peer (Asterisk itself never sends one)."""
 
 
 @dataclass(frozen=True, slots=True)
 class ErrorReceived:
+    """An error message (kind 0xFF) with its flags; not terminal, worth a log line."""
+
     payload: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class ProtocolViolation:
+    """The peer broke the protocol: terminal; ``error`` says how. Close the connection."""
+
     error: PeerProtocolError
 
+    # Exceptions compare by identity; two violations are equal when they say the same.
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, ProtocolViolation)
-            and type(self.error) is type(other.error)
-            and self.error.args == other.error.args
-        )
+        if type(other) is not ProtocolViolation:
+            return NotImplemented
+        return type(self.error) is type(other.error) and self.error.args == other.error.args
 
     def __hash__(self) -> int:
         return hash((type(self.error), self.error.args))
@@ -143,141 +184,190 @@ class ProtocolViolation:
 
 @dataclass(frozen=True, slots=True)
 class PeerClosed:
-    pass
+    """The peer closed the connection between messages: the normal end of a call."""
 
 
-Event = Union[  # noqa: UP007
-    UuidReceived,
-    AudioReceived,
-    DtmfReceived,
-    HangupReceived,
-    ErrorReceived,
-    ProtocolViolation,
-    PeerClosed,
-]
+Event = (
+    UuidReceived | AudioReceived | DtmfReceived | HangupReceived | ErrorReceived
+    | ProtocolViolation | PeerClosed
+)
 
 
 class Parser:
-    """Turns the bytes Asterisk sends into events. Feed it, then drain ``events_received()``."""
+    """Turns the bytes Asterisk sends into events.
+
+    Feed it with ``receive_data()`` and ``receive_eof()``, then drain ``events_received()``.
+    Nothing the peer sends makes it raise: a violation becomes one terminal
+    ProtocolViolation and everything after it is ignored.
+    """
 
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
-        if not 16 <= max_payload <= 0xFFFF:
-            raise ConfigError(f"max_payload must be 16..65535 bytes, not {max_payload}")
-        self.max_payload = max_payload
-        self.uuid: uuidlib.UUID | None = None
-        self.finished = False
-        self._buf = bytearray()
+        try:
+            limit = index(max_payload)
+        except TypeError:
+            raise ConfigError(f"max_payload must be an integer, not {max_payload!r}") from None
+        if not _MIN_MAX_PAYLOAD <= limit <= _MAX_LENGTH:
+            raise ConfigError(
+                f"max_payload must be {_MIN_MAX_PAYLOAD}..{_MAX_LENGTH} bytes, not {limit}"
+            )
+        self._max_payload = limit
+        self._uuid: uuidlib.UUID | None = None
+        self._finished = False
+        self._pending = bytearray()
         self._events: list[Event] = []
 
+    @property
+    def max_payload(self) -> int:
+        """The largest payload accepted, in bytes."""
+        return self._max_payload
+
+    @property
+    def uuid(self) -> uuidlib.UUID | None:
+        """The call's UUID, once it has arrived."""
+        return self._uuid
+
+    @property
+    def finished(self) -> bool:
+        """True after a terminal event (ProtocolViolation or PeerClosed)."""
+        return self._finished
+
     def events_received(self) -> list[Event]:
-        """The events parsed since the last call (cleared)."""
+        """The events parsed since the last call, oldest first; the parser forgets them."""
         events, self._events = self._events, []
         return events
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Parses more bytes; never raises for anything the peer sent."""
-        if self.finished:
+        """Parses more bytes from the peer (bytes, bytearray or any C-contiguous buffer).
+
+        Raises:
+            BufferError: ``data`` is not C-contiguous (a caller's bug, not the peer's).
+        """
+        if self._finished:
             return
-        self._buf += data
-        buf = self._buf
-        while len(buf) >= 3:
-            kind, length = buf[0], (buf[1] << 8) | buf[2]
-            error = self._check_header(kind, length)
+        buf = self._pending
+        with _contiguous(data) as view:
+            buf += view
+        pos = 0
+        while len(buf) - pos >= _HEADER_SIZE and not self._finished:
+            kind = buf[pos]
+            length = int.from_bytes(buf[pos + 1 : pos + 3], "big")
+            # Judged again on every read while its payload is incomplete; the verdict cannot
+            # change, since only a completed message changes the parser's state.
+            error = self._header_error(kind, length)
             if error is not None:
                 self._fail(error)
                 return
-            if len(buf) < 3 + length:
-                return
-            payload = bytes(buf[3 : 3 + length])
-            del buf[: 3 + length]
-            self._message(kind, payload)
-            if self.finished:
-                return
+            end = pos + _HEADER_SIZE + length
+            if len(buf) < end:
+                break
+            self._message(kind, bytes(buf[pos + _HEADER_SIZE : end]))
+            pos = end
+        del buf[:pos]
 
     def receive_eof(self) -> None:
-        """The peer closed its side: PeerClosed, or a violation if inside a message."""
-        if self.finished:
-            return
-        buf = self._buf
-        if not buf:
-            self.finished = True
-            self._events.append(PeerClosed())
-        elif len(buf) < 3:
-            self._fail(TruncatedMessage(None, 3, len(buf)))
-        else:
-            self._fail(TruncatedMessage(buf[0], 3 + ((buf[1] << 8) | buf[2]), len(buf)))
+        """The peer closed its side: PeerClosed, or TruncatedMessage inside a message.
 
-    def _check_header(self, kind: int, length: int) -> PeerProtocolError | None:
-        if kind not in _KNOWN:
+        TruncatedMessage counts whole-message bytes, header included: ``expected`` is 3 and
+        ``kind`` None inside the header, else 3 + the header's length.
+        """
+        if self._finished:
+            return
+        buf = self._pending
+        if not buf:
+            self._finished = True
+            self._events.append(PeerClosed())
+        elif len(buf) < _HEADER_SIZE:
+            self._fail(TruncatedMessage(None, _HEADER_SIZE, len(buf)))
+        else:
+            expected = _HEADER_SIZE + int.from_bytes(buf[1:3], "big")
+            self._fail(TruncatedMessage(buf[0], expected, len(buf)))
+
+    def _header_error(self, kind: int, length: int) -> PeerProtocolError | None:
+        if kind not in _KNOWN_KINDS:
             return UnknownKind(kind)
-        if self.uuid is None and kind != KIND_UUID:
+        if self._uuid is None and kind != KIND_UUID:
             return FirstMessageNotUuid(kind)
-        if length > self.max_payload:
-            return FrameTooLarge(kind, length, self.max_payload)
+        if length > self._max_payload:
+            return FrameTooLarge(kind, length, self._max_payload)
         if kind == KIND_UUID:
-            if self.uuid is not None:
-                return DuplicateUuid()
-            if length != 16:
+            if length != _UUID_SIZE:
                 return MalformedUuid(length)
+            if self._uuid is not None:
+                return DuplicateUuid()
         elif kind in AUDIO_RATES:
-            if length == 0 or length & 1:
+            if length == 0 or length % 2:
                 return BadAudioLength(kind, length)
         elif kind == KIND_HANGUP and length:
             return MalformedHangup(length)
         return None
 
     def _message(self, kind: int, payload: bytes) -> None:
-        rate = AUDIO_RATES.get(kind)
-        if rate is not None:
-            self._events.append(AudioReceived(kind, rate, payload))
-        elif kind == KIND_UUID:
-            self.uuid = uuidlib.UUID(bytes=payload)
-            self._events.append(UuidReceived(self.uuid))
+        if kind in AUDIO_RATES:
+            self._events.append(AudioReceived(kind, AUDIO_RATES[kind], payload))
         elif kind == KIND_DTMF:
-            if len(payload) != 1 or chr(payload[0]) not in DTMF_DIGITS:
-                self._fail(MalformedDtmf(payload))
+            if len(payload) == 1 and payload[0] in _DTMF_BYTES:
+                self._events.append(DtmfReceived(payload.decode("ascii")))
             else:
-                self._events.append(DtmfReceived(chr(payload[0])))
+                self._fail(MalformedDtmf(payload))
+        elif kind == KIND_UUID:
+            self._uuid = uuidlib.UUID(bytes=payload)
+            self._events.append(UuidReceived(self._uuid))
         elif kind == KIND_HANGUP:
             self._events.append(HangupReceived())
         else:
             self._events.append(ErrorReceived(payload))
 
     def _fail(self, error: PeerProtocolError) -> None:
-        self.finished = True
-        self._buf.clear()
+        self._finished = True
+        self._pending.clear()
         self._events.append(ProtocolViolation(error))
 
 
 def encode_audio(kind: int, pcm: bytes | bytearray | memoryview) -> bytes:
-    """One audio message for ``kind`` carrying ``pcm`` (int16 LE), in one bytes object.
+    """One audio message of ``kind`` carrying ``pcm`` (int16 LE), as one new bytes object.
+
+    ``pcm`` is any C-contiguous buffer; its bytes are copied once, straight after the header.
 
     Raises:
-        BadOutgoingAudio: not an audio kind, or empty, odd or over 65,535 bytes.
+        BadOutgoingAudio: not an audio kind, or ``pcm`` is empty, odd or over 65535 bytes.
+        BufferError: ``pcm`` is not C-contiguous.
     """
-    view = memoryview(pcm).cast("B")
-    n = len(view)
-    if kind not in AUDIO_RATES:
-        raise BadOutgoingAudio(kind, n, "not an audio kind (0x10..0x18)")
-    if n == 0:
-        raise BadOutgoingAudio(kind, n, "Asterisk hangs up on an empty audio message")
-    if n & 1:
-        raise BadOutgoingAudio(kind, n, "odd length: not whole 16-bit samples")
-    if n > 0xFFFF:
-        raise BadOutgoingAudio(kind, n, "longer than the 16-bit length field")
-    return bytes((kind, n >> 8, n & 0xFF)) + view.tobytes()
+    with _contiguous(pcm) as view:
+        n = view.nbytes
+        if kind not in AUDIO_RATES:
+            raise BadOutgoingAudio(kind, n, _NOT_AUDIO)
+        if n == 0:
+            raise BadOutgoingAudio(kind, 0, _EMPTY)
+        if n % 2:
+            raise BadOutgoingAudio(kind, n, _ODD)
+        if n > _MAX_LENGTH:
+            raise BadOutgoingAudio(kind, n, _TOO_LONG)
+        header = bytes((kind, n >> 8, n & 0xFF))
+        with view.cast("B") as raw:
+            return header + raw
 
 
 _SILENCE: dict[tuple[int, int], bytes] = {}
 
 
 def silence(kind: int, ms: int = 20) -> bytes:
-    """A complete silent audio message of ``ms`` at ``kind``'s rate; the same object each time."""
-    key = (kind, ms)
-    message = _SILENCE.get(key)
+    """A complete silent audio message of ``ms`` at ``kind``'s rate: the same object each call.
+
+    Raises:
+        BadOutgoingAudio: not an audio kind, ``ms`` not positive, not a whole number of
+            samples at that rate, or too long for one message.
+    """
+    rate = AUDIO_RATES.get(kind)
+    if rate is None:
+        raise BadOutgoingAudio(kind, 0, _NOT_AUDIO)
+    message = _SILENCE.get((kind, ms))
     if message is None:
-        rate = AUDIO_RATES.get(kind)
-        if rate is None:
-            raise BadOutgoingAudio(kind, 0, "not an audio kind (0x10..0x18)")
-        message = _SILENCE[key] = encode_audio(kind, bytes(rate * ms // 1000 * 2))
+        if ms <= 0:
+            raise BadOutgoingAudio(kind, 0, f"{ms} ms is not a positive duration")
+        samples, rest = divmod(rate * ms, 1000)
+        if rest:
+            raise BadOutgoingAudio(
+                kind, 2 * samples, f"{ms} ms at {rate} Hz is not a whole number of samples"
+            )
+        message = _SILENCE[(kind, ms)] = encode_audio(kind, bytes(2 * samples))
     return message
