@@ -1,26 +1,28 @@
 # cython: language_level=3
-"""Streaming polyphase resampler (native). Twin: ``engine._pure.resample``.
+"""Streaming polyphase resampler (native). The twin ``engine._pure.resample`` states the
+behaviour (filters, timing, arithmetic); this module computes the same bytes.
 
-The coefficients come from :func:`engine.resample_filters.plan`, shared read-only by every
-stream of a rate pair; a stream owns only its float32 history. The FIR loops are in
-``resample_kernel.h``.
+The filter tables come from :func:`engine._pure.resample.design_for`, prepared once per ratio
+and shared read-only by every stream of both implementations; a stream owns its float32
+history and a scratch area, both grown on demand and reused, so a call allocates only the
+bytes it returns. The FIR loops are C, in ``resample_kernel.h``.
 """
 
-from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport (
+    PyBUF_FULL_RO,
+    PyBuffer_IsContiguous,
+    PyBuffer_Release,
+    PyObject_GetBuffer,
+)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t
-from libc.stdlib cimport free, realloc
-from libc.string cimport memcpy, memmove
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memmove, memset
 
-from engine.errors import BadSampleData, StreamFinished, UnsupportedRate
-from engine.resample_filters import RATES, plan
+from engine._pure.resample import FilterDesign, design_for, supported_rates
+from engine.errors import BadSampleData, StreamFinished
 
-__all__ = ["Resampler", "supported_rates"]
-
-
-def supported_rates():
-    """Every rate a stream can convert to and from 24000 Hz."""
-    return RATES
+__all__ = ["FilterDesign", "Resampler", "design_for", "supported_rates"]
 
 
 cdef inline int64_t _floordiv(int64_t a, int64_t b) noexcept nogil:
@@ -30,47 +32,50 @@ cdef inline int64_t _floordiv(int64_t a, int64_t b) noexcept nogil:
     return q
 
 
-cdef class Resampler:
-    """One direction of one call's audio: int16 LE in at ``in_rate``, out at ``out_rate``.
+cdef int _acquire(object obj, Py_buffer *view) except -1:
+    """Gets ``obj``'s bytes, whatever its item format; refuses a non-contiguous layout."""
+    PyObject_GetBuffer(obj, view, PyBUF_FULL_RO)
+    if not PyBuffer_IsContiguous(view, b"C"):
+        PyBuffer_Release(view)
+        raise BufferError("the resampler needs a C-contiguous buffer")
+    return 0
 
-    Output is time-aligned with input (the filter's delay is compensated, not added), any
-    chunking gives the same bytes as one call, and ``last=True`` flushes the tail so that n
-    input samples give ceil(n * out_rate / in_rate) output samples.
+
+cdef class Resampler:
+    """One direction of one call's audio: int16 LE mono in at ``in_rate``, out at ``out_rate``.
+
+    Feed chunks of any size (odd byte counts included: the dangling byte waits for the next
+    call) to :meth:`process`; any chunking gives the same bytes as one call. End the stream
+    with ``last=True`` to flush its tail, then :meth:`reset` to start another.
+
+    Raises:
+        UnsupportedRate, TypeError: see :func:`design_for`.
     """
 
-    def __cinit__(self, int in_rate, int out_rate):
-        self._buf = NULL
-        self._z = NULL
-
-    def __init__(self, int in_rate, int out_rate):
-        for rate in (in_rate, out_rate):
-            if rate not in RATES:
-                raise UnsupportedRate(rate, f"AudioSocket rates are {', '.join(map(str, RATES))}")
+    def __init__(self, in_rate, out_rate):
+        self._design = design_for(in_rate, out_rate)
         self.in_rate = in_rate
         self.out_rate = out_rate
-        self._passthrough = in_rate == out_rate
+        self._passthrough = self._design is None
         if self._passthrough:
             self._up = self._down = self._taps = 1
             self._centre = 0
         else:
-            self._plan = plan(in_rate, out_rate)
-            self._table = self._plan.table
-            self._up = self._plan.up
-            self._down = self._plan.down
-            self._centre = self._plan.centre
-            self._taps = self._plan.taps
+            self._table = self._design.table
+            self._up = self._design.up
+            self._down = self._design.down
+            self._centre = self._design.centre
+            self._taps = self._design.taps
         self.reset()
 
     def __dealloc__(self):
-        free(self._buf)
-        free(self._z)
+        free(self._x)
+        free(self._scratch)
 
     def reset(self):
-        """Forgets all history: the next sample starts a new stream."""
-        cdef Py_ssize_t i
+        """Forgets all input: the next sample starts a new stream at time 0."""
         self._reserve(self._taps - 1)
-        for i in range(self._taps - 1):
-            self._buf[i] = 0.0
+        memset(self._x, 0, (self._taps - 1) * sizeof(float))
         self._hist = self._taps - 1
         self._start = -(self._taps - 1)
         self._n = 0
@@ -79,113 +84,126 @@ cdef class Resampler:
         self._finished = False
 
     def delay(self):
-        """Latency in output samples (the filter's group delay; nothing else is buffered)."""
-        return 0.0 if self._passthrough else <double>self._centre / self._down
+        """Latency in output samples: the filter's centre, G / down (0 when passing through)."""
+        return <double>self._centre / self._down
 
     def process(self, data, bint last=False):
-        """Resamples the next chunk; ``last=True`` ends the stream and flushes its tail.
+        """Resamples the next chunk; every output whose input has arrived comes out now.
+
+        Args:
+            data: int16 little-endian samples, any number of bytes.
+            last: the stream ends here: pad it with silence and flush everything.
 
         Raises:
             StreamFinished: the stream already ended; call reset().
-            BadSampleData: ``last`` with half a sample left over.
+            BadSampleData: ``last`` with half a sample left over (nothing is consumed).
+            BufferError: ``data`` is not C-contiguous.
         """
         cdef Py_buffer view
-        cdef bytes out
         if self._finished:
             raise StreamFinished()
+        if self._x == NULL:  # made by __new__ alone: there is no filter to run
+            raise TypeError("Resampler.__init__ was never called")
         if type(data) is bytes:
-            return self._process(<const unsigned char *>PyBytes_AS_STRING(data),
+            return self._process(data, <const unsigned char *>PyBytes_AS_STRING(data),
                                  PyBytes_GET_SIZE(data), last)
-        PyObject_GetBuffer(data, &view, PyBUF_C_CONTIGUOUS)
+        _acquire(data, &view)
         try:
-            out = self._process(<const unsigned char *>view.buf, view.len, last)
+            return self._process(data, <const unsigned char *>view.buf, view.len, last)
         finally:
             PyBuffer_Release(&view)
-        return out
 
-    cdef bytes _process(self, const unsigned char *data, Py_ssize_t size, bint last):
+    cdef object _process(self, object data, const unsigned char *src, Py_ssize_t size,
+                         bint last):
         cdef Py_ssize_t total = size + (self._odd >= 0)
-        if total & 1 and last:
+        if last and total & 1:
             raise BadSampleData(total)
         self._finished = last
         if self._passthrough:
-            return self._pass(data, size)
-        return self._filter(data, size, last)
+            return self._pass(data, src, size)
+        return self._filter(src, size, last)
 
-    cdef int _reserve(self, Py_ssize_t need) except -1:
+    cdef int _reserve(self, Py_ssize_t floats) except -1:
+        """Room for ``floats`` of history and the kernel's zero slack after them."""
+        cdef Py_ssize_t need = floats + RS_SLACK
         cdef float *grown
-        if need > self._cap:
-            grown = <float *>realloc(self._buf, max(need, 2 * self._cap) * sizeof(float))
+        if need > self._xcap:
+            need = max(need, 2 * self._xcap)
+            grown = <float *>realloc(self._x, need * sizeof(float))
             if grown == NULL:
                 raise MemoryError()
-            self._buf = grown
-            self._cap = max(need, 2 * self._cap)
+            self._x = grown
+            self._xcap = need
         return 0
 
-    cdef bytes _pass(self, const unsigned char *data, Py_ssize_t size):
+    cdef int _reserve_scratch(self, size_t size) except -1:
+        if size > self._scratch_cap:
+            size = max(size, 2 * self._scratch_cap)
+            free(self._scratch)
+            self._scratch = <unsigned char *>malloc(size)
+            self._scratch_cap = 0 if self._scratch == NULL else size
+            if self._scratch == NULL:
+                raise MemoryError()
+        return 0
+
+    cdef object _pass(self, object data, const unsigned char *src, Py_ssize_t size):
         cdef Py_ssize_t total = size + (self._odd >= 0)
-        cdef bytes out = PyBytes_FromStringAndSize(NULL, total & ~1)
+        cdef Py_ssize_t whole = total & ~1
+        if self._odd < 0 and whole == size and type(data) is bytes:
+            return data
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, whole)
         cdef unsigned char *dst = <unsigned char *>PyBytes_AS_STRING(out)
-        cdef Py_ssize_t lead = 0
-        if total & ~1:
+        if whole:
             if self._odd >= 0:
                 dst[0] = <unsigned char>self._odd
-                lead = 1
-            memcpy(dst + lead, data, (total & ~1) - lead)
-        if not total & 1:
-            self._odd = -1
-        elif size:
-            self._odd = data[size - 1]
-        return out
-
-    cdef bytes _filter(self, const unsigned char *data, Py_ssize_t size, bint last):
-        cdef Py_ssize_t total = size + (self._odd >= 0)
-        cdef Py_ssize_t samples = total >> 1
-        cdef Py_ssize_t pad = self._centre // self._up + 2 if last else 0
-        cdef Py_ssize_t i, at = 0, length
-        self._reserve(self._hist + samples + pad)
-        cdef float *x = self._buf + self._hist
-        cdef float *fill = x
-        cdef Py_ssize_t whole = samples
-        if samples and self._odd >= 0:
-            x[0] = <short>(self._odd | (data[0] << 8))
-            at = 1
-            fill += 1
-            whole -= 1
-        with nogil:
-            for i in range(whole):
-                fill[i] = <short>(data[at + 2 * i] | (data[at + 2 * i + 1] << 8))
+                memcpy(dst + 1, src, whole - 1)
+            else:
+                memcpy(dst, src, whole)
         if total & 1:
-            self._odd = data[size - 1] if size else self._odd
+            if size:
+                self._odd = src[size - 1]
         else:
             self._odd = -1
-        for i in range(pad):
-            x[samples + i] = 0.0
+        return out
+
+    cdef bytes _filter(self, const unsigned char *src, Py_ssize_t size, bint last):
+        cdef Py_ssize_t total = size + (self._odd >= 0)
+        cdef Py_ssize_t samples = total >> 1
+        cdef Py_ssize_t pad = self._centre // self._up + 1 if last else 0
+        cdef Py_ssize_t length = self._hist + samples + pad
+        self._reserve(length)
+        cdef float *x = self._x + self._hist
+        if samples and self._odd >= 0:
+            x[0] = <short>(self._odd | (src[0] << 8))
+            rs_widen(src + 1, samples - 1, x + 1)
+        else:
+            rs_widen(src, samples, x)
+        if total & 1:
+            if size:
+                self._odd = src[size - 1]
+        else:
+            self._odd = -1
+        memset(x + samples, 0, (pad + RS_SLACK) * sizeof(float))
+
         cdef int64_t n = self._n + samples
         cdef int64_t j_end
         if last:
             j_end = -_floordiv(-n * self._up, self._down)
         else:
             j_end = max(self._j, _floordiv(n * self._up - 1 - self._centre, self._down) + 1)
-        length = self._hist + samples + pad
         cdef Py_ssize_t n_out = <Py_ssize_t>(j_end - self._j)
         cdef bytes out = PyBytes_FromStringAndSize(NULL, 2 * n_out)
-        if self._down > 1 and self._zcap < length + self._down:
-            free(self._z)
-            self._z = <float *>realloc(NULL, (length + self._down) * sizeof(float))
-            if self._z == NULL:
-                self._zcap = 0
-                raise MemoryError()
-            self._zcap = length + self._down
-        cdef unsigned char *dst = <unsigned char *>PyBytes_AS_STRING(out)
         if n_out:
-            with nogil:
-                rs_run(&self._table[0, 0], self._up, self._down, self._centre, self._taps,
-                       self._j, n_out, self._buf, length, self._start, self._z, dst)
+            self._reserve_scratch(rs_scratch_size(self._up, self._down, self._taps, length, n_out))
+            rs_run(&self._table[0, 0], self._up, self._down, self._centre, self._taps, self._j,
+                   n_out, self._x, length, self._start, self._scratch,
+                   <unsigned char *>PyBytes_AS_STRING(out))
+
+        # Keep what output j_end will need: taps - 1 samples before its newest one.
         cdef int64_t keep = _floordiv(j_end * self._down + self._centre, self._up) - (self._taps - 1)
         keep = max(self._start, min(n, keep))
         self._hist = <Py_ssize_t>(n - keep)
-        memmove(self._buf, self._buf + (keep - self._start), self._hist * sizeof(float))
+        memmove(self._x, self._x + (keep - self._start), self._hist * sizeof(float))
         self._start = keep
         self._n = n
         self._j = j_end
