@@ -19,7 +19,14 @@
     │   ├── UnsupportedRate(rate, reason)
     │   ├── BadSampleData(length)                 not whole int16 samples
     │   └── StreamFinished()                      input after the last chunk, without reset()
-    ├── UpstreamError              the Realtime side failed (call path issue)
+    ├── UpstreamError              the Realtime side failed
+    │   ├── UpstreamRefused(reason)               no connection: refused, DNS, TLS, timeout
+    │   ├── UpstreamAuthFailed(status)            401 or 403: retrying will not help
+    │   ├── UpstreamRateLimited(retry_after)      429
+    │   ├── UpstreamRejected(status)              any other handshake answer
+    │   ├── UpstreamClosed(code, reason)          the connection closed under a live call
+    │   ├── UpstreamStalled(what, amount)         send queue over its bound, or no pong
+    │   └── UpstreamBadEvent(reason)              a message we cannot decode
     ├── ConfigError                configuration is invalid
     └── NativeExtensionMissing     the compiled media core is not built
 
@@ -48,7 +55,14 @@ __all__ = [
     "TruncatedMessage",
     "UnknownKind",
     "UnsupportedRate",
+    "UpstreamAuthFailed",
+    "UpstreamBadEvent",
+    "UpstreamClosed",
     "UpstreamError",
+    "UpstreamRateLimited",
+    "UpstreamRefused",
+    "UpstreamRejected",
+    "UpstreamStalled",
 ]
 
 
@@ -162,6 +176,55 @@ class StreamFinished(MediaError):
 
 class UpstreamError(EngineError):
     """The Realtime upstream refused, failed or stalled."""
+
+
+class UpstreamRefused(UpstreamError):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"could not connect to the Realtime upstream: {reason}")
+
+
+class UpstreamAuthFailed(UpstreamError):
+    def __init__(self, status: int) -> None:
+        self.status = status
+        super().__init__(
+            f"the Realtime upstream refused our credentials (HTTP {status}); check the API key"
+        )
+
+
+class UpstreamRateLimited(UpstreamError):
+    def __init__(self, retry_after: float | None) -> None:
+        self.retry_after = retry_after
+        after = "" if retry_after is None else f", retry after {retry_after:g} s"
+        super().__init__(f"the Realtime upstream is rate limiting us (HTTP 429{after})")
+
+
+class UpstreamRejected(UpstreamError):
+    def __init__(self, status: int) -> None:
+        self.status = status
+        super().__init__(f"the Realtime upstream answered the handshake with HTTP {status}")
+
+
+class UpstreamClosed(UpstreamError):
+    def __init__(self, code: int | None, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        what = "without a close frame" if code is None else f"with code {code}"
+        why = f": {reason}" if reason else ""
+        super().__init__(f"the Realtime upstream closed the connection {what}{why}")
+
+
+class UpstreamStalled(UpstreamError):
+    def __init__(self, what: str, amount: float) -> None:
+        self.what = what
+        self.amount = amount
+        super().__init__(f"the Realtime upstream stalled: {what} ({amount:g})")
+
+
+class UpstreamBadEvent(UpstreamError):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the Realtime upstream sent an event we cannot decode: {reason}")
 
 
 class ConfigError(EngineError):
