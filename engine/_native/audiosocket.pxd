@@ -83,9 +83,12 @@ cdef class PeerClosed(_Event):
 @cython.final
 cdef class Parser:
     cdef readonly int max_payload
+    cdef readonly bint client
     cdef readonly object uuid
     cdef readonly bint finished
     cdef list _events
+    # Audio may arrive: the UUID has (server mode) or never will (client mode).
+    cdef bint _open
     # A message split across reads: its first _have bytes (header first) wait in _pending,
     # which grows on demand up to HEADER_SIZE + max_payload. A complete header in it has
     # already passed _accept().
@@ -96,6 +99,7 @@ cdef class Parser:
     cdef int _feed(self, const unsigned char *data, Py_ssize_t n) except -1
     cdef bint _accept(self, int kind, Py_ssize_t length) except -1
     cdef object _header_error(self, int kind, Py_ssize_t length)
+    cdef object _client_header_error(self, int kind, Py_ssize_t length)
     cdef int _message(self, int kind, const unsigned char *payload, Py_ssize_t length) except -1
     cdef int _hold(self, const unsigned char *data, Py_ssize_t n, Py_ssize_t size) except -1
     cdef int _reserve(self, Py_ssize_t size) except -1

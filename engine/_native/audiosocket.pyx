@@ -222,11 +222,13 @@ Event = (
 
 
 cdef class Parser:
-    """Turns the bytes Asterisk sends into events.
+    """Turns the bytes Asterisk sends into events (or, with ``client=True``, the engine's).
 
     Feed it with ``receive_data()`` and ``receive_eof()``, then drain ``events_received()``.
     Nothing the peer sends makes it raise: a violation becomes one terminal
-    ProtocolViolation and everything after it is ignored.
+    ProtocolViolation and everything after it is ignored. In client mode (a caller that acts
+    like Asterisk) no UUID is expected, only audio and hangup are accepted, and a hangup is
+    terminal.
     """
 
     def __cinit__(self):
@@ -234,7 +236,7 @@ cdef class Parser:
         self._capacity = 0
         self._have = 0
 
-    def __init__(self, max_payload=DEFAULT_MAX_PAYLOAD):
+    def __init__(self, max_payload=DEFAULT_MAX_PAYLOAD, *, client=False):
         try:
             limit = index(max_payload)
         except TypeError:
@@ -244,6 +246,9 @@ cdef class Parser:
                 f"max_payload must be {MIN_MAX_PAYLOAD}..{MAX_LENGTH} bytes, not {limit}"
             )
         self.max_payload = limit
+        self.client = bool(client)
+        # A client never sees a UUID: its audio is welcome from the first byte.
+        self._open = self.client
         self.uuid = None
         self.finished = False
         self._events = []
@@ -351,7 +356,7 @@ cdef class Parser:
     cdef bint _accept(self, int kind, Py_ssize_t length) except -1:
         if (
             is_audio_kind(kind) and length and not (length & 1)
-            and length <= self.max_payload and self.uuid is not None
+            and length <= self.max_payload and self._open
         ):
             return True
         error = self._header_error(kind, length)
@@ -361,6 +366,8 @@ cdef class Parser:
         return False
 
     cdef object _header_error(self, int kind, Py_ssize_t length):
+        if self.client:
+            return self._client_header_error(kind, length)
         if not (
             is_audio_kind(kind) or kind == KIND_UUID or kind == KIND_DTMF
             or kind == KIND_HANGUP or kind == KIND_ERROR
@@ -382,6 +389,19 @@ cdef class Parser:
             return MalformedHangup(length)
         return None
 
+    cdef object _client_header_error(self, int kind, Py_ssize_t length):
+        # An engine may send only what Asterisk accepts: audio and hangup.
+        if not (is_audio_kind(kind) or kind == KIND_HANGUP):
+            return UnknownKind(kind)
+        if length > self.max_payload:
+            return FrameTooLarge(kind, length, self.max_payload)
+        if kind == KIND_HANGUP:
+            if length:
+                return MalformedHangup(length)
+        elif length == 0 or length & 1:
+            return BadAudioLength(kind, length)
+        return None
+
     cdef int _message(self, int kind, const unsigned char *data, Py_ssize_t length) except -1:
         cdef AudioReceived audio
         cdef bytes payload
@@ -398,9 +418,14 @@ cdef class Parser:
                 self._fail(MalformedDtmf(PyBytes_FromStringAndSize(<const char *>data, length)))
         elif kind == KIND_UUID:
             self.uuid = UUID(bytes=PyBytes_FromStringAndSize(<const char *>data, length))
+            self._open = True
             self._events.append(UuidReceived(self.uuid))
         elif kind == KIND_HANGUP:
             self._events.append(HangupReceived())
+            if self.client:
+                # The engine ends the call with it; whatever follows is not the call's.
+                self.finished = True
+                self._have = 0
         else:
             payload = PyBytes_FromStringAndSize(<const char *>data, length)
             self._events.append(ErrorReceived(payload))

@@ -12,6 +12,11 @@ message is judged on its payload too, so that the error can carry it. The rules,
 4. then by kind: a UUID not of 16 bytes, or a second UUID; audio empty or odd; a hangup with
    a payload; DTMF that is not one byte of ``0-9 * # A-D``.
 
+In client mode (``Parser(client=True)``: a caller that acts like Asterisk parses what an engine
+sends) the only kinds are audio and hangup: any other kind, UUID, DTMF and error included, is
+:class:`~engine.errors.UnknownKind` (Asterisk accepts nothing else from an engine), no UUID is
+expected, the length and per-kind rules 3 and 4 stay, and a hangup is terminal.
+
 The encoder builds only what Asterisk accepts from us: audio (and :data:`HANGUP`).
 """
 
@@ -194,14 +199,16 @@ Event = (
 
 
 class Parser:
-    """Turns the bytes Asterisk sends into events.
+    """Turns the bytes Asterisk sends into events (or, with ``client=True``, the engine's).
 
     Feed it with ``receive_data()`` and ``receive_eof()``, then drain ``events_received()``.
     Nothing the peer sends makes it raise: a violation becomes one terminal
-    ProtocolViolation and everything after it is ignored.
+    ProtocolViolation and everything after it is ignored. In client mode (a caller that acts
+    like Asterisk) no UUID is expected, only audio and hangup are accepted, and a hangup is
+    terminal.
     """
 
-    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD, *, client: bool = False) -> None:
         try:
             limit = index(max_payload)
         except TypeError:
@@ -211,6 +218,7 @@ class Parser:
                 f"max_payload must be {_MIN_MAX_PAYLOAD}..{_MAX_LENGTH} bytes, not {limit}"
             )
         self._max_payload = limit
+        self._client = bool(client)
         self._uuid: uuidlib.UUID | None = None
         self._finished = False
         self._pending = bytearray()
@@ -222,13 +230,18 @@ class Parser:
         return self._max_payload
 
     @property
+    def client(self) -> bool:
+        """True when parsing what an engine sends (audio and hangup only, no UUID)."""
+        return self._client
+
+    @property
     def uuid(self) -> uuidlib.UUID | None:
         """The call's UUID, once it has arrived."""
         return self._uuid
 
     @property
     def finished(self) -> bool:
-        """True after a terminal event (ProtocolViolation or PeerClosed)."""
+        """True after a terminal event: ProtocolViolation, PeerClosed, a client's hangup."""
         return self._finished
 
     def events_received(self) -> list[Event]:
@@ -262,7 +275,10 @@ class Parser:
                 break
             self._message(kind, bytes(buf[pos + _HEADER_SIZE : end]))
             pos = end
-        del buf[:pos]
+        if self._finished:
+            buf.clear()
+        else:
+            del buf[:pos]
 
     def receive_eof(self) -> None:
         """The peer closed its side: PeerClosed, or TruncatedMessage inside a message.
@@ -283,6 +299,8 @@ class Parser:
             self._fail(TruncatedMessage(buf[0], expected, len(buf)))
 
     def _header_error(self, kind: int, length: int) -> PeerProtocolError | None:
+        if self._client:
+            return self._client_header_error(kind, length)
         if kind not in _KNOWN_KINDS:
             return UnknownKind(kind)
         if self._uuid is None and kind != KIND_UUID:
@@ -301,6 +319,19 @@ class Parser:
             return MalformedHangup(length)
         return None
 
+    def _client_header_error(self, kind: int, length: int) -> PeerProtocolError | None:
+        # An engine may send only what Asterisk accepts: audio and hangup.
+        if kind not in AUDIO_RATES and kind != KIND_HANGUP:
+            return UnknownKind(kind)
+        if length > self._max_payload:
+            return FrameTooLarge(kind, length, self._max_payload)
+        if kind == KIND_HANGUP:
+            if length:
+                return MalformedHangup(length)
+        elif length == 0 or length % 2:
+            return BadAudioLength(kind, length)
+        return None
+
     def _message(self, kind: int, payload: bytes) -> None:
         if kind in AUDIO_RATES:
             self._events.append(AudioReceived(kind, AUDIO_RATES[kind], payload))
@@ -314,6 +345,9 @@ class Parser:
             self._events.append(UuidReceived(self._uuid))
         elif kind == KIND_HANGUP:
             self._events.append(HangupReceived())
+            if self._client:
+                # The engine ends the call with it; whatever follows is not the call's.
+                self._finished = True
         else:
             self._events.append(ErrorReceived(payload))
 
