@@ -12,13 +12,15 @@
     │   ├── MalformedUuid(length)
     │   ├── MalformedDtmf(payload)
     │   ├── MalformedHangup(length)
-    │   └── TruncatedMessage(kind, expected, received)   EOF inside a message
+    │   ├── TruncatedMessage(kind, expected, received)   EOF inside a message
+    │   └── KindChanged(first, kind)              audio of another rate mid-call
     ├── LocalProtocolError         we were about to send something Asterisk rejects
     │   └── BadOutgoingAudio(kind, length, reason)
     ├── MediaError                 audio the media core cannot take
     │   ├── UnsupportedRate(rate, reason)
     │   ├── BadSampleData(length)                 not whole int16 samples
-    │   └── StreamFinished()                      input after the last chunk, without reset()
+    │   ├── StreamFinished()                      input after the last chunk, without reset()
+    │   └── BadWav(path, reason)                  a WAV file the test caller cannot use
     ├── UpstreamError              the Realtime side failed
     │   ├── UpstreamRefused(reason)               no connection: refused, DNS, TLS, timeout
     │   ├── UpstreamAuthFailed(status)            401 or 403: retrying will not help
@@ -39,11 +41,13 @@ __all__ = [
     "BadAudioLength",
     "BadOutgoingAudio",
     "BadSampleData",
+    "BadWav",
     "ConfigError",
     "DuplicateUuid",
     "EngineError",
     "FirstMessageNotUuid",
     "FrameTooLarge",
+    "KindChanged",
     "LocalProtocolError",
     "MalformedDtmf",
     "MalformedHangup",
@@ -140,6 +144,16 @@ class TruncatedMessage(PeerProtocolError):
         )
 
 
+class KindChanged(PeerProtocolError):
+    def __init__(self, first: int, kind: int) -> None:
+        self.first = first
+        self.kind = kind
+        super().__init__(
+            f"audio kind changed mid-call from 0x{first:02x} to 0x{kind:02x}; "
+            "a call keeps the rate of its first audio"
+        )
+
+
 class LocalProtocolError(EngineError):
     """The engine was about to send something the peer would reject."""
 
@@ -172,6 +186,15 @@ class BadSampleData(MediaError):
 class StreamFinished(MediaError):
     def __init__(self) -> None:
         super().__init__("the stream was already finished with last=True; call reset() first")
+
+
+class BadWav(MediaError):
+    """A WAV file the caller cannot use: not 16-bit PCM, or not a WAV at all."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
 
 
 class UpstreamError(EngineError):
