@@ -1,0 +1,161 @@
+"""The simulator's settings: what it answers with, how it paces, which faults it injects.
+
+A :class:`SimConfig` is fixed for the life of a :class:`~engine.sim.server.Simulator`; faults can
+also be queued or applied to live sessions at run time.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+
+from engine.errors import ConfigError
+
+__all__ = [
+    "Dialect",
+    "Fault",
+    "FaultKind",
+    "SimConfig",
+    "Signal",
+    "ToolScript",
+    "ValidationMode",
+    "parse_fault",
+]
+
+
+class Dialect(enum.Enum):
+    """Which Realtime interface a connection speaks."""
+
+    GA = "ga"
+    BETA = "beta"
+
+
+class Signal(enum.Enum):
+    """What the response audio sounds like."""
+
+    TONE = "tone"
+    VOICE = "voice"
+
+
+class ValidationMode(enum.Enum):
+    """How many client events are checked against the SDK's models."""
+
+    ALL = "all"
+    SAMPLE = "sample"
+    OFF = "off"
+
+
+class FaultKind(enum.Enum):
+    """A failure the simulator can inject."""
+
+    REFUSE = "refuse"  # drop the TCP connection before answering the handshake
+    UNAUTHORIZED = "401"
+    RATE_LIMITED = "429"
+    CLOSE = "close"  # close with code 1011 after ``after_ms``
+    STALL = "stall"  # stop reading and sending after ``after_ms``, without closing
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One injected failure; ``after_ms`` applies to CLOSE and STALL, ``retry_after`` to 429."""
+
+    kind: FaultKind
+    after_ms: int = 0
+    retry_after: float = 1.0
+    close_code: int = 1011
+
+
+def parse_fault(text: str) -> Fault:
+    """Parses ``refuse``, ``401``, ``429[:SECONDS]``, ``close:MS`` or ``stall:MS``.
+
+    Raises:
+        ConfigError: the text is none of these.
+    """
+    name, _, arg = text.strip().lower().partition(":")
+    try:
+        kind = FaultKind(name)
+    except ValueError:
+        raise ConfigError(
+            f"unknown fault {text!r}: use refuse, 401, 429[:SECONDS], close:MS or stall:MS"
+        ) from None
+    try:
+        if kind is FaultKind.RATE_LIMITED:
+            return Fault(kind, retry_after=float(arg) if arg else 1.0)
+        if kind in (FaultKind.CLOSE, FaultKind.STALL):
+            return Fault(kind, after_ms=int(arg) if arg else 0)
+    except ValueError:
+        raise ConfigError(f"fault {text!r}: {arg!r} is not a number") from None
+    if arg:
+        raise ConfigError(f"fault {name!r} takes no argument (got {arg!r})")
+    return Fault(kind)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolScript:
+    """A response that is a function call instead of audio.
+
+    It fires on response number ``at_response`` (1-based, per session), or on the first
+    response after a client ``conversation.item.create`` user text containing ``cue``
+    (case-insensitive). Each script fires at most once per session.
+    """
+
+    name: str
+    arguments: str = "{}"
+    at_response: int | None = None
+    cue: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """Everything a :class:`~engine.sim.server.Simulator` needs.
+
+    Attributes:
+        dialect: force one dialect for every connection; None picks per connection from the
+            ``OpenAI-Beta: realtime=v1`` header.
+        api_key: when set, connections must present it (Bearer or ``api-key``); never logged.
+        response_ms: length of each audio response.
+        delta_ms: audio per ``...audio.delta`` event.
+        pacing: speed against real time (4.0 = four times real time); ``math.inf`` sends the
+            whole response at once.
+        first_delta_ms: delay between ``response.created`` and the first delta.
+        signal: a pure tone or a voice-like harmonic signal.
+        tone_hz, level_dbfs: tone frequency, and peak level relative to a full-scale sine.
+        vad_threshold_dbfs: RMS level (per 10 ms) above which input counts as speech.
+        vad_silence_ms: silence that ends a turn unless the session sets its own.
+        validation, sample_every: event checking; SAMPLE checks one event in ``sample_every``.
+        tool_scripts: scripted function-call responses.
+        faults: applied to every connection (the CLI's ``--fault``).
+    """
+
+    dialect: Dialect | None = None
+    api_key: str | None = field(default=None, repr=False)
+    response_ms: int = 2000
+    delta_ms: int = 100
+    pacing: float = 4.0
+    first_delta_ms: int = 0
+    signal: Signal = Signal.TONE
+    tone_hz: float = 440.0
+    level_dbfs: float = -12.0
+    response_text: str = "This is the voice engine simulator speaking."
+    vad_threshold_dbfs: float = -40.0
+    vad_silence_ms: int = 500
+    validation: ValidationMode = ValidationMode.ALL
+    sample_every: int = 50
+    tool_scripts: tuple[ToolScript, ...] = ()
+    faults: tuple[Fault, ...] = ()
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.response_ms <= 0 or self.delta_ms <= 0:
+            problems.append("response_ms and delta_ms must be positive")
+        if not (self.pacing > 0 or math.isinf(self.pacing)):
+            problems.append("pacing must be positive (math.inf sends all at once)")
+        if not 0 < self.tone_hz < 4000:
+            problems.append("tone_hz must be between 0 and 4000 (the μ-law band)")
+        if self.level_dbfs > 0:
+            problems.append("level_dbfs must be at most 0")
+        if self.sample_every < 1:
+            problems.append("sample_every must be at least 1")
+        if problems:
+            raise ConfigError("simulator config: " + "; ".join(problems))
