@@ -1,0 +1,261 @@
+"""The engine's configuration: environment, a ``.env`` file and command-line flags.
+
+Precedence, highest first: a CLI flag, the process environment, the ``.env`` file, the default.
+The names are the ones the widely used tutorial bridge reads, so an operator's existing ``.env``
+keeps working. :func:`load` checks every value and raises one :class:`ConfigError` that lists
+every problem, not just the first. Secrets are kept out of ``repr`` and never logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from engine.errors import ConfigError
+
+__all__ = ["FIELDS", "Config", "Setting", "dialect_of", "load", "read_env_file"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError("expected true/false, 1/0, yes/no or on/off")
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        low = text.strip().lower()
+        if low not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return low
+
+    return parse
+
+
+def _ranged(kind: Callable[[str], Any], low: float, high: float) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text.strip())
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}")
+        return value
+
+    return parse
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _optional(text: str) -> str | None:
+    return text or None
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One configuration name: its parser, help, and whether it is a secret.
+
+    Its default is the default of the :class:`Config` field of the same name.
+    """
+
+    env: str
+    parse: Callable[[str], Any]
+    help: str
+    secret: bool = False
+
+    @property
+    def attr(self) -> str:
+        return self.env.lower()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.env.lower().replace("_", "-")
+
+
+_PORT = _ranged(int, 1, 65535)
+
+FIELDS: tuple[Setting, ...] = (
+    Setting("OPENAI_API_KEY", _optional, "upstream key (required unless --simulator)", True),
+    Setting("OPENAI_REALTIME_URL", _text, "upstream URL"),
+    Setting("OPENAI_MODEL", _text, "Realtime model"),
+    Setting("OPENAI_VOICE", _text, "voice"),
+    Setting("LISTEN_HOST", _text, "AudioSocket listener address"),
+    Setting("LISTEN_PORT", _PORT, "AudioSocket listener port"),
+    Setting("HEALTH_PORT", _PORT, "health, readiness and metrics port"),
+    Setting("SYSTEM_PROMPT", _text, "instructions"),
+    Setting("VAD_THRESHOLD", _ranged(float, 0.0, 1.0), "server VAD threshold"),
+    Setting("VAD_SILENCE_MS", _ranged(int, 0, 10_000), "server VAD silence duration"),
+    Setting("VAD_PREFIX_PADDING_MS", _ranged(int, 0, 10_000), "server VAD prefix padding"),
+    Setting("TEMPERATURE", _ranged(float, 0.6, 1.2), "sampling temperature (beta only)"),
+    Setting("LOG_LEVEL", _choice("debug", "info", "warning", "error"), "log level"),
+    Setting("LOG_TRANSCRIPTS", _bool, "transcripts in logs"),
+    Setting("MAX_CONCURRENT_CALLS", _ranged(int, 1, 1_000_000), "calls per node"),
+    Setting("AMI_HOST", _text, "Asterisk manager host"),
+    Setting("AMI_PORT", _PORT, "Asterisk manager port"),
+    Setting("AMI_USER", _optional, "Asterisk manager user"),
+    Setting("AMI_PASS", _optional, "Asterisk manager password", True),
+    Setting("BACKEND_API_URL", _optional, "base URL for http tool actions"),
+    Setting("BACKEND_API_KEY", _optional, "bearer key for http tool actions", True),
+    Setting("REALTIME_DIALECT", _choice("ga", "beta", "azure"), "Realtime API dialect"),
+    Setting("UPSTREAM_FORMAT", _choice("pcm16", "pcmu"), "upstream audio format"),
+    Setting("APPEND_MS", _ranged(int, 20, 100), "caller-audio batching in ms"),
+    Setting("VAD_TYPE", _choice("server_vad", "semantic_vad"), "turn detection"),
+    Setting("VAD_EAGERNESS", _choice("low", "medium", "high", "auto"), "semantic VAD"),
+    Setting("TRANSCRIPTION_MODEL", _text, "input transcription; empty is off"),
+    Setting("MAX_OUTPUT_TOKENS", _ranged(int, 1, 4096), "output tokens per response"),
+    Setting("MAX_CALL_SECONDS", _ranged(int, 1, 86_400), "call length before wrap-up"),
+    Setting("HANDSHAKE_TIMEOUT_MS", _ranged(int, 100, 60_000), "UUID deadline in ms"),
+    Setting("AGENT_FILE", _optional, "agent TOML (arrives with the agent issue)"),
+)
+
+_BY_ENV = {s.env: s for s in FIELDS}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every setting, parsed and checked. Build it with :func:`load`."""
+
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
+    openai_model: str = "gpt-realtime"
+    openai_voice: str = "alloy"
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 9093
+    health_port: int = 9094
+    system_prompt: str = "You are a helpful assistant."
+    vad_threshold: float = 0.5
+    vad_silence_ms: int = 500
+    vad_prefix_padding_ms: int = 300
+    temperature: float = 0.7
+    log_level: str = "info"
+    log_transcripts: bool = False
+    max_concurrent_calls: int = 1000
+    ami_host: str = "127.0.0.1"
+    ami_port: int = 5038
+    ami_user: str | None = None
+    ami_pass: str | None = field(default=None, repr=False)
+    backend_api_url: str | None = None
+    backend_api_key: str | None = field(default=None, repr=False)
+    realtime_dialect: str = "ga"
+    upstream_format: str = "pcm16"
+    append_ms: int = 40
+    vad_type: str = "server_vad"
+    vad_eagerness: str = "auto"
+    transcription_model: str = "whisper-1"
+    max_output_tokens: int = 4096
+    max_call_seconds: int = 600
+    handshake_timeout_ms: int = 2000
+    agent_file: str | None = None
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with ``changes`` applied (no re-validation: for tests and the simulator)."""
+        return dataclasses.replace(self, **changes)
+
+
+_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Reads ``NAME=value`` lines (``export`` prefix, quotes and ``#`` comments allowed).
+
+    Raises:
+        ConfigError: the file cannot be read or a line is not an assignment.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read env file {path}: {exc.strerror}") from None
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _LINE.match(line)
+        if match is None:
+            raise ConfigError(f"{path}:{number}: not a NAME=value line")
+        name, value = match.groups()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[name] = value
+    return values
+
+
+def load(
+    environ: Mapping[str, str] | None = None,
+    env_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    require_key: bool = True,
+) -> Config:
+    """Builds the configuration from its sources and checks it.
+
+    Args:
+        environ: the process environment (``os.environ`` when None).
+        env_file: a ``.env`` file; when None, ``./.env`` is read if it exists.
+        overrides: values from CLI flags, keyed by environment name; None means "not given".
+        require_key: an API key is needed (False when the built-in simulator is the upstream).
+
+    Raises:
+        ConfigError: listing every invalid or missing value.
+    """
+    environ = os.environ if environ is None else environ
+    if env_file is None and Path(".env").is_file():
+        env_file = Path(".env")
+    sources: dict[str, Any] = read_env_file(env_file) if env_file is not None else {}
+    sources.update({k: v for k, v in environ.items() if k in _BY_ENV})
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for setting in FIELDS:
+        given = (overrides or {}).get(setting.env)
+        raw = given if given is not None else sources.get(setting.env)
+        if raw is None:
+            continue
+        try:
+            values[setting.attr] = raw if not isinstance(raw, str) else setting.parse(raw)
+        except ValueError as exc:
+            shown = "(hidden)" if setting.secret else repr(raw)
+            problems.append(f"{setting.env}={shown}: {exc}")
+    config = Config(**values)
+    problems.extend(_cross_checks(config, require_key))
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return config
+
+
+def _cross_checks(config: Config, require_key: bool) -> list[str]:
+    problems = []
+    if require_key and not config.openai_api_key:
+        problems.append(
+            "OPENAI_API_KEY is not set: give a key, or run with --simulator to use the built-in "
+            "Realtime simulator"
+        )
+    url = urlsplit(config.openai_realtime_url)
+    if url.scheme not in ("ws", "wss") or not url.hostname:
+        problems.append(
+            f"OPENAI_REALTIME_URL={config.openai_realtime_url!r}: must be a ws:// or wss:// URL"
+        )
+    elif "key" in {k.lower() for k in parse_qs(url.query)}:
+        problems.append("OPENAI_REALTIME_URL must not carry a key in its query; use the header")
+    if config.agent_file is not None:
+        problems.append("AGENT_FILE is not supported yet: agent files arrive with the agent issue")
+    return problems
+
+
+def dialect_of(config: Config) -> str:
+    """The dialect to speak: ``azure`` for ``*.openai.azure.com`` unless beta was asked for."""
+    host = urlsplit(config.openai_realtime_url).hostname or ""
+    if config.realtime_dialect == "ga" and host.endswith(".openai.azure.com"):
+        return "azure"
+    return config.realtime_dialect

@@ -1,0 +1,90 @@
+"""Configuration: sources and their precedence, parsing, and the listed problems."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine import config as cfg
+from engine.errors import ConfigError
+
+
+def test_defaults_match_the_design_table(tmp_path: Path) -> None:
+    c = cfg.load({}, _empty(tmp_path), require_key=False)
+    assert c.openai_realtime_url == "wss://api.openai.com/v1/realtime"
+    assert (c.openai_model, c.openai_voice) == ("gpt-realtime", "alloy")
+    assert (c.listen_host, c.listen_port, c.health_port) == ("127.0.0.1", 9093, 9094)
+    assert (c.vad_threshold, c.vad_silence_ms, c.vad_prefix_padding_ms) == (0.5, 500, 300)
+    assert (c.append_ms, c.upstream_format, c.realtime_dialect) == (40, "pcm16", "ga")
+    assert (c.max_call_seconds, c.handshake_timeout_ms, c.max_concurrent_calls) == (600, 2000, 1000)
+    assert c.log_transcripts is False
+    assert c.transcription_model == "whisper-1"
+
+
+def _empty(tmp_path: Path) -> Path:
+    path = tmp_path / ".env"
+    path.write_text("")
+    return path
+
+
+def test_every_setting_has_a_config_field() -> None:
+    fields = set(cfg.Config.__dataclass_fields__)
+    assert {s.attr for s in cfg.FIELDS} == fields
+
+
+def test_flag_beats_environment_beats_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "# comment\nexport LISTEN_PORT=7000\nOPENAI_VOICE='verse'\nAPPEND_MS=60 # batching\n"
+        "LOG_TRANSCRIPTS=Yes\nOPENAI_API_KEY=\"sk-file\"\n"
+    )
+    c = cfg.load({"LISTEN_PORT": "7100", "UNRELATED": "x"}, env_file, {"LISTEN_PORT": 7200})
+    assert c.listen_port == 7200
+    assert c.openai_voice == "verse"
+    assert c.append_ms == 60
+    assert c.log_transcripts is True
+    assert c.openai_api_key == "sk-file"
+    c = cfg.load({"LISTEN_PORT": "7100"}, env_file, {"LISTEN_PORT": None})
+    assert c.listen_port == 7100
+
+
+def test_every_problem_is_listed_and_secrets_are_hidden(tmp_path: Path) -> None:
+    env = {
+        "APPEND_MS": "10",
+        "UPSTREAM_FORMAT": "opus",
+        "LOG_TRANSCRIPTS": "maybe",
+        "OPENAI_REALTIME_URL": "https://example.com",
+        "LISTEN_PORT": "http",
+    }
+    with pytest.raises(ConfigError) as info:
+        cfg.load(env, _empty(tmp_path))
+    text = str(info.value)
+    for name in ("APPEND_MS", "UPSTREAM_FORMAT", "LOG_TRANSCRIPTS", "OPENAI_REALTIME_URL",
+                 "LISTEN_PORT", "OPENAI_API_KEY is not set", "--simulator"):
+        assert name in text
+    c = cfg.load({"OPENAI_API_KEY": "sk-secret-value"}, _empty(tmp_path))
+    assert "sk-secret-value" not in repr(c)
+
+
+def test_bad_env_file_line_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.env"
+    path.write_text("LISTEN_PORT=1\nthis is not an assignment\n")
+    with pytest.raises(ConfigError, match=r"bad.env:2"):
+        cfg.load({}, path, require_key=False)
+    with pytest.raises(ConfigError, match="cannot read"):
+        cfg.load({}, tmp_path / "missing.env", require_key=False)
+
+
+def test_azure_host_selects_the_azure_dialect(tmp_path: Path) -> None:
+    url = "wss://contoso.openai.azure.com/openai/v1/realtime"
+    c = cfg.load({"OPENAI_REALTIME_URL": url}, _empty(tmp_path), require_key=False)
+    assert cfg.dialect_of(c) == "azure"
+    c = cfg.load({"OPENAI_REALTIME_URL": url, "REALTIME_DIALECT": "beta"}, _empty(tmp_path),
+                 require_key=False)
+    assert cfg.dialect_of(c) == "beta"
+
+
+def test_agent_file_says_it_is_not_supported_yet(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="agent issue"):
+        cfg.load({"AGENT_FILE": "agent.toml"}, _empty(tmp_path), require_key=False)
