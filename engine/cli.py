@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import click
 
 from engine import __version__, logs
+from engine.config import FIELDS, Config
+from engine.errors import ConfigError
 
 __all__ = ["main"]
 
@@ -51,22 +56,53 @@ def info() -> None:
     click.echo(f"resampler rates (Hz, to and from 24000): {rates}")
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def run() -> None:
-    """Serve AudioSocket calls (not built yet: the call path comes next)."""
-    _not_built("run", "the AudioSocket-to-Realtime call path is the next step")
+def _setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds a flag for every configuration name but the secrets (``--listen-port`` …)."""
+    for setting in reversed(FIELDS):
+        if not setting.secret:
+            command = click.option(
+                setting.flag, setting.attr, default=None, metavar="VALUE",
+                help=f"{setting.help} [{setting.env}]",
+            )(command)
+    return command
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def sim() -> None:
-    """Run the built-in Realtime simulator alone (not built yet)."""
-    _not_built("sim", "the Realtime simulator arrives with the call path")
+def _env_file_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--env-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help="read settings from this file instead of ./.env",
+    )(command)
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def dial() -> None:
-    """Call an engine like Asterisk would, from a WAV file (not built yet)."""
-    _not_built("dial", "the test caller arrives with the call path")
+def _config(env_file: Path | None, flags: dict[str, Any], *, require_key: bool) -> Config:
+    from engine import config
+
+    overrides = {s.env: flags.get(s.attr) for s in FIELDS if not s.secret}
+    try:
+        return config.load(None, env_file, overrides, require_key=require_key)
+    except ConfigError as exc:
+        click.echo(f"voice-engine: {exc}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="worker processes (more than one arrives with the node issue)")
+@click.option("--simulator", is_flag=True,
+              help="run the built-in Realtime simulator in-process and use it (no key needed)")
+@_env_file_option
+@_setting_options
+def run(workers: int, simulator: bool, env_file: Path | None, **flags: Any) -> None:
+    """Serve AudioSocket calls, each bridged to the Realtime API."""
+    if workers != 1:
+        _not_built("run --workers N", "one worker serves for now; the node issue adds N")
+    config = _config(env_file, flags, require_key=not simulator)
+    logs.setup(config.log_level)
+    from engine import worker
+
+    sys.exit(worker.serve(config, simulator=simulator))
+
+
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -79,7 +115,28 @@ def bench() -> None:
     )
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def check() -> None:
-    """Validate the configuration (not built yet)."""
-    _not_built("check", "configuration arrives with the call path")
+@main.command()
+@click.option("--simulator", is_flag=True, help="an API key is not required")
+@_env_file_option
+@_setting_options
+def check(simulator: bool, env_file: Path | None, **flags: Any) -> None:
+    """Validate the configuration; lists every problem and exits non-zero if there is one."""
+    config = _config(env_file, flags, require_key=not simulator)
+    for setting in FIELDS:
+        value = getattr(config, setting.attr)
+        shown = "(set)" if setting.secret and value else value
+        click.echo(f"{setting.env}={shown}")
+    if config.temperature != 0.7 and config.realtime_dialect != "beta":
+        click.echo("warning: TEMPERATURE is ignored by the GA interface", err=True)
+    click.echo("configuration ok")
+
+
+def _register() -> None:
+    from engine.dial import command as dial_command
+    from engine.sim.command import command as sim_command
+
+    main.add_command(dial_command, "dial")
+    main.add_command(sim_command, "sim")
+
+
+_register()

@@ -1,0 +1,544 @@
+"""One call's state machine: AudioSocket bytes and Realtime messages in, bytes and actions out.
+
+Pure: no socket, task or clock. The worker's adapter feeds it the caller's bytes
+(:meth:`Call.receive_data`), the upstream's messages (:meth:`Call.upstream_message`) and the
+clock's ticks (:meth:`Call.next_frame`), then drains :attr:`Call.to_upstream` (client events
+to send) and :meth:`Call.actions` (what only the adapter can do: connect, re-phase, end).
+
+States and their moves are the table ``_MOVES``. Invariants:
+
+- Media starts with the first caller audio: its kind fixes the call's rate for good and the
+  engine answers in that kind; a later audio message of another kind is a protocol violation.
+- Caller audio reaches the upstream in batches of ``append_ms``; while the upstream connects,
+  at most ``prebuffer_ms`` of it is held (the newest), so a slow connect never grows memory.
+- Model audio of a response that barge-in cancelled is dropped, however late it arrives.
+- ``conversation.item.truncate`` reports what the playout buffer popped for that item: audio
+  the caller heard, never more than the item's audio.
+- ``EndCall`` is emitted exactly once; after it every input is ignored.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from engine import logs, realtime
+from engine._impl import audiosocket, g711, playout, resample
+from engine.config import Config, dialect_of
+from engine.errors import EngineError, KindChanged, UnsupportedRate, UpstreamError
+
+__all__ = [
+    "Action",
+    "Call",
+    "CallSettings",
+    "ConnectUpstream",
+    "EndCall",
+    "EndReason",
+    "Rephase",
+    "StartPacing",
+    "State",
+]
+
+log = logging.getLogger("engine.call")
+
+UPSTREAM_RATE = 24000
+PCMU_RATE = 8000
+MAX_TRANSCRIPT_LINES = 500
+MAX_DTMF = 256
+WRAPUP_INSTRUCTIONS = (
+    "The call has reached its time limit. Tell the caller politely that you have to end the "
+    "call now, and say goodbye in one short sentence."
+)
+
+
+class State(enum.Enum):
+    HANDSHAKE = "handshake"
+    CONNECTING = "connecting"
+    ACTIVE = "active"
+    WRAPPING_UP = "wrapping_up"
+    ENDED = "ended"
+
+
+_MOVES: dict[State, frozenset[State]] = {
+    State.HANDSHAKE: frozenset({State.CONNECTING, State.ENDED}),
+    State.CONNECTING: frozenset({State.ACTIVE, State.ENDED}),
+    State.ACTIVE: frozenset({State.WRAPPING_UP, State.ENDED}),
+    State.WRAPPING_UP: frozenset({State.ENDED}),
+    State.ENDED: frozenset(),
+}
+
+
+class EndReason(enum.Enum):
+    """Why a call ended; the value is the log field and the metric label."""
+
+    CALLER_HANGUP = "caller_hangup"
+    UPSTREAM_FAILED = "upstream_failed"
+    MAX_DURATION = "max_duration"
+    HANDSHAKE_TIMEOUT = "handshake_timeout"
+    PROTOCOL_VIOLATION = "protocol_violation"
+    CALLER_STALLED = "caller_stalled"
+    OVER_CAPACITY = "over_capacity"
+    SHUTDOWN = "shutdown"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectUpstream:
+    """Open the Realtime connection; call :meth:`Call.upstream_opened` when it is up."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartPacing:
+    """The call's rate is known: give it a place on the worker clock."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rephase:
+    """A response's first audio is buffered: move the call to the sub-tick due soonest."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndCall:
+    """Stop pacing, send ``hangup`` bytes to the caller if any, close both sides."""
+
+    reason: EndReason
+    hangup: bytes
+    error: EngineError | None = None
+
+
+Action = ConnectUpstream | StartPacing | Rephase | EndCall
+
+
+@dataclass(frozen=True, slots=True)
+class CallSettings:
+    """What a call needs from the configuration, resolved once per worker."""
+
+    dialect: realtime.Dialect
+    session: realtime.SessionSettings
+    upstream_format: str = "pcm16"
+    append_ms: int = 40
+    prebuffer_ms: int = 2000
+    start_frames: int = 2
+    fade_ms: int = 5
+    capacity_ms: int = 60_000
+    max_payload: int = 16384
+    log_transcripts: bool = False
+    wrapup_instructions: str = WRAPUP_INSTRUCTIONS
+
+    @classmethod
+    def from_config(cls, config: Config) -> CallSettings:
+        dialect = realtime.Dialect(dialect_of(config))
+        session = realtime.SessionSettings(
+            instructions=config.system_prompt,
+            voice=config.openai_voice,
+            audio_format=config.upstream_format,
+            vad_type=config.vad_type,
+            vad_threshold=config.vad_threshold,
+            vad_silence_ms=config.vad_silence_ms,
+            vad_prefix_padding_ms=config.vad_prefix_padding_ms,
+            vad_eagerness=config.vad_eagerness,
+            transcription_model=config.transcription_model,
+            max_output_tokens=config.max_output_tokens,
+            temperature=config.temperature if dialect is realtime.Dialect.BETA else None,
+        )
+        return cls(
+            dialect=dialect,
+            session=session,
+            upstream_format=config.upstream_format,
+            append_ms=config.append_ms,
+            log_transcripts=config.log_transcripts,
+        )
+
+
+def _converter(in_rate: int, out_rate: int) -> Callable[[bytes], bytes] | None:
+    """A stateful int16 rate converter, or None when the rates are equal.
+
+    A pair without its own filter goes through 24 kHz, which pairs with every rate.
+    """
+    if in_rate == out_rate:
+        return None
+    try:
+        return resample.Resampler(in_rate, out_rate).process  # type: ignore[no-any-return]
+    except UnsupportedRate:
+        first = resample.Resampler(in_rate, UPSTREAM_RATE).process
+        second = resample.Resampler(UPSTREAM_RATE, out_rate).process
+        return lambda pcm: second(first(pcm))
+
+
+@dataclass(slots=True)
+class _Usage:
+    responses: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def add(self, usage: dict[str, Any] | None) -> None:
+        self.responses += 1
+        if usage:
+            self.input_tokens += int(usage.get("input_tokens") or 0)
+            self.output_tokens += int(usage.get("output_tokens") or 0)
+
+
+@dataclass(slots=True)
+class _Response:
+    response_id: str
+    audio_started: bool = False
+    cancelled: bool = False
+    wrapup: bool = False
+
+
+@dataclass(slots=True)
+class CallStats:
+    """What a call did, for its end-of-call log line."""
+
+    caller_frames: int = 0
+    appends: int = 0
+    deltas: int = 0
+    dropped_deltas: int = 0
+    bargeins: int = 0
+    truncates: int = 0
+    cancels: int = 0
+    server_errors: int = 0
+    rephases: int = 0
+    dtmf: list[str] = field(default_factory=list)
+    transcript: deque[tuple[str, str]] = field(
+        default_factory=lambda: deque(maxlen=MAX_TRANSCRIPT_LINES)
+    )
+    usage: _Usage = field(default_factory=_Usage)
+
+
+class Call:
+    """One call, from the first byte on its socket to its end.
+
+    Args:
+        settings: shared, read-only per worker.
+        peer: the caller's address, for log lines.
+    """
+
+    def __init__(self, settings: CallSettings, peer: str = "") -> None:
+        self.settings = settings
+        self.peer = peer
+        self.state = State.HANDSHAKE
+        self.uuid: UUID | None = None
+        self.kind: int | None = None
+        self.rate: int | None = None
+        self.playout: Any = None
+        self.stats = CallStats()
+        self.end_reason: EndReason | None = None
+        self.to_upstream: list[bytes] = []
+        self._actions: list[Action] = []
+        self._parser = audiosocket.Parser(settings.max_payload)
+        self._encoder = realtime.Encoder(settings.dialect)
+        self._decoder = realtime.Decoder(settings.dialect)
+        self._to_upstream_format: Callable[[bytes], bytes] | None = None
+        self._from_upstream_format: Callable[[bytes], bytes] | None = None
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._append_bytes = 0
+        self._prebuffer_bytes = 0
+        self._response: _Response | None = None
+        self._goodbye_done = False
+
+    # -- inputs from the adapter -------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the caller's socket."""
+        if self.state is State.ENDED:
+            return
+        self._parser.receive_data(data)
+        self._caller_events()
+
+    def receive_eof(self) -> None:
+        """The caller closed its side (Asterisk's way of hanging up)."""
+        if self.state is State.ENDED:
+            return
+        self._parser.receive_eof()
+        self._caller_events()
+
+    def connection_lost(self) -> None:
+        """The caller's socket is gone without an EOF (reset)."""
+        self._end(EndReason.CALLER_HANGUP, hangup=False)
+
+    def upstream_opened(self) -> None:
+        """The Realtime connection is up: configure the session, send held caller audio."""
+        if self.state is not State.CONNECTING:
+            return
+        self._move(State.ACTIVE)
+        self.to_upstream.append(self._encoder.session_update(self.settings.session))
+        if self._pending_bytes >= self._append_bytes > 0:
+            self._flush_append()
+
+    def upstream_message(self, data: bytes | str) -> None:
+        """One message from the Realtime upstream."""
+        if self.state is State.ENDED:
+            return
+        try:
+            event = self._decoder.decode(data)
+        except UpstreamError as exc:
+            self.stats.server_errors += 1
+            logs.event(log, "upstream_bad_event", logging.WARNING, call=self._id(), error=str(exc))
+            return
+        handler = _UPSTREAM_HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    def upstream_failed(self, error: UpstreamError | None) -> None:
+        """The upstream connection failed or closed: the caller gets a clean hangup."""
+        if self.state is State.ENDED:
+            return
+        self._end(EndReason.UPSTREAM_FAILED, error=error)
+
+    def next_frame(self) -> bytes | None:
+        """The clock's tick: one AudioSocket message of 20 ms (model audio or silence)."""
+        if self.playout is None:
+            return None
+        frame: bytes = self.playout.pop_message()
+        if self._goodbye_done and not self.playout.playing:
+            self._end(EndReason.MAX_DURATION)
+        return frame
+
+    def handshake_timeout(self) -> None:
+        """The handshake deadline passed; ends the call if the UUID has not arrived."""
+        if self.state is State.HANDSHAKE:
+            self._end(EndReason.HANDSHAKE_TIMEOUT, hangup=False)
+
+    def max_duration_reached(self) -> None:
+        """The call's time is up: ask the model for a goodbye, hang up once it has played."""
+        if self.state is State.ACTIVE:
+            self._move(State.WRAPPING_UP)
+            if self._response is not None and not self._response.cancelled:
+                self.to_upstream.append(self._encoder.cancel(self._response.response_id))
+                self._cancel_current()
+            self.to_upstream.append(
+                self._encoder.response_create(self.settings.wrapup_instructions)
+            )
+        elif self.state is State.CONNECTING:
+            self._end(EndReason.MAX_DURATION)
+
+    def wrapup_expired(self) -> None:
+        """The goodbye did not finish in time: hang up regardless."""
+        if self.state is State.WRAPPING_UP:
+            self._end(EndReason.MAX_DURATION)
+
+    def shutdown(self) -> None:
+        """The node is stopping: a clean hangup."""
+        self._end(EndReason.SHUTDOWN, hangup=self.uuid is not None)
+
+    def refuse(self) -> None:
+        """The node is full or draining: a clean hangup before anything starts."""
+        self._end(EndReason.OVER_CAPACITY)
+
+    def caller_stalled(self) -> None:
+        """The caller stopped reading: its send buffer is over the bound."""
+        self._end(EndReason.CALLER_STALLED, hangup=False)
+
+    def actions(self) -> list[Action]:
+        """The actions decided since the last call, oldest first."""
+        actions, self._actions = self._actions, []
+        return actions
+
+    @property
+    def wants_attention(self) -> bool:
+        """True when :attr:`to_upstream` or the actions hold something for the adapter."""
+        return bool(self.to_upstream or self._actions)
+
+    # -- caller side -------------------------------------------------------------------------
+
+    def _caller_events(self) -> None:
+        for event in self._parser.events_received():
+            if self.state is State.ENDED:
+                return
+            if type(event) is audiosocket.AudioReceived:
+                self._caller_audio(event.kind, event.payload)
+            elif type(event) is audiosocket.UuidReceived:
+                self.uuid = event.uuid
+                self._move(State.CONNECTING)
+                self._actions.append(ConnectUpstream())
+            elif type(event) is audiosocket.DtmfReceived:
+                self._dtmf(event.digit)
+            elif type(event) is audiosocket.ProtocolViolation:
+                self._end(EndReason.PROTOCOL_VIOLATION, error=event.error, hangup=False)
+            elif type(event) in (audiosocket.PeerClosed, audiosocket.HangupReceived):
+                self._end(EndReason.CALLER_HANGUP, hangup=False)
+            elif type(event) is audiosocket.ErrorReceived:
+                logs.event(
+                    log, "caller_error_message", logging.WARNING,
+                    call=self._id(), payload=event.payload.hex(),
+                )
+
+    def _caller_audio(self, kind: int, payload: bytes) -> None:
+        if kind != self.kind:
+            if self.kind is not None:
+                self._end(EndReason.PROTOCOL_VIOLATION, error=KindChanged(self.kind, kind),
+                          hangup=False)
+                return
+            self._start_media(kind)
+        self.stats.caller_frames += 1
+        convert = self._to_upstream_format
+        pcm = payload if convert is None else convert(payload)
+        self._pending.append(pcm)
+        self._pending_bytes += len(pcm)
+        if self._pending_bytes >= self._append_bytes:
+            if self.state is State.ACTIVE or self.state is State.WRAPPING_UP:
+                self._flush_append()
+            elif self._pending_bytes > self._prebuffer_bytes:
+                self._pending_bytes -= len(self._pending.pop(0))
+
+    def _start_media(self, kind: int) -> None:
+        settings = self.settings
+        rate = audiosocket.AUDIO_RATES[kind]
+        self.kind, self.rate = kind, rate
+        self.playout = playout.PlayoutBuffer(
+            rate, start_frames=settings.start_frames, capacity_ms=settings.capacity_ms,
+            fade_ms=settings.fade_ms, kind=kind,
+        )
+        if settings.upstream_format == "pcmu":
+            up = _converter(rate, PCMU_RATE)
+            down = _converter(PCMU_RATE, rate)
+            encode, decode = g711.ulaw_encode, g711.ulaw_decode
+            self._to_upstream_format = (
+                encode if up is None else (lambda pcm: encode(up(pcm)))  # type: ignore[misc]
+            )
+            self._from_upstream_format = (
+                decode if down is None else (lambda data: down(decode(data)))  # type: ignore[misc]
+            )
+            bytes_per_ms = PCMU_RATE // 1000
+        else:
+            self._to_upstream_format = _converter(rate, UPSTREAM_RATE)
+            self._from_upstream_format = _converter(UPSTREAM_RATE, rate)
+            bytes_per_ms = UPSTREAM_RATE // 1000 * 2
+        self._append_bytes = settings.append_ms * bytes_per_ms
+        self._prebuffer_bytes = settings.prebuffer_ms * bytes_per_ms
+        self._actions.append(StartPacing())
+
+    def _flush_append(self) -> None:
+        pcm = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        self.to_upstream.append(self._encoder.append(pcm))
+        self.stats.appends += 1
+
+    def _dtmf(self, digit: str) -> None:
+        if len(self.stats.dtmf) < MAX_DTMF:
+            self.stats.dtmf.append(digit)
+        logs.event(log, "dtmf", call=self._id(), digit=digit)
+
+    # -- upstream side -----------------------------------------------------------------------
+
+    def _on_response_created(self, event: realtime.ResponseCreated) -> None:
+        wrapup = self.state is State.WRAPPING_UP
+        self._response = _Response(event.response_id, wrapup=wrapup)
+
+    def _on_audio_delta(self, event: realtime.AudioDelta) -> None:
+        response = self._response
+        if (
+            self.playout is None
+            or response is None
+            or response.cancelled
+            or response.response_id != event.response_id
+        ):
+            self.stats.dropped_deltas += 1
+            return
+        self.stats.deltas += 1
+        convert = self._from_upstream_format
+        self.playout.push(event.audio if convert is None else convert(event.audio), event.item_id)
+        if not response.audio_started:
+            response.audio_started = True
+            self.stats.rephases += 1
+            self._actions.append(Rephase())
+
+    def _on_audio_done(self, event: realtime.AudioDone) -> None:
+        response = self._response
+        if self.playout is not None and response is not None and not response.cancelled:
+            self.playout.mark_complete()
+
+    def _on_response_done(self, event: realtime.ResponseDone) -> None:
+        self.stats.usage.add(event.usage)
+        response = self._response
+        if response is None or response.response_id != event.response_id:
+            return
+        if self.playout is not None and not response.cancelled:
+            self.playout.mark_complete()
+        self._response = None
+        if response.wrapup and self.state is State.WRAPPING_UP:
+            self._goodbye_done = True
+            if self.playout is None:
+                self._end(EndReason.MAX_DURATION)
+
+    def _on_speech_started(self, event: realtime.SpeechStarted) -> None:
+        response = self._response
+        cleared = self.playout.clear() if self.playout is not None else None
+        if response is None and cleared is None:
+            return
+        self.stats.bargeins += 1
+        if response is not None and not response.cancelled:
+            if not self.settings.session.interrupt_response:
+                self.to_upstream.append(self._encoder.cancel(response.response_id))
+                self.stats.cancels += 1
+            self._cancel_current()
+        if cleared is not None and cleared[0] is not None:
+            item_id, played_ms = cleared
+            self.to_upstream.append(self._encoder.truncate(item_id, played_ms))
+            self.stats.truncates += 1
+        logs.event(log, "barge_in", logging.DEBUG, call=self._id(), cleared=cleared)
+
+    def _cancel_current(self) -> None:
+        if self._response is not None:
+            self._response.cancelled = True
+
+    def _on_transcript(self, event: realtime.Transcript) -> None:
+        if self.settings.log_transcripts:
+            self.stats.transcript.append((event.role, event.text))
+            logs.event(log, "transcript", call=self._id(), role=event.role, text=event.text)
+
+    def _on_function_call(self, event: realtime.FunctionCallDone) -> None:
+        response = self._response
+        if response is not None and response.cancelled:
+            return
+        logs.event(log, "tool_call_refused", logging.WARNING, call=self._id(), tool=event.name,
+                   reason="no tools are configured")
+        self.to_upstream.append(self._encoder.function_output(
+            event.call_id, '{"error": "no tool of this name is available"}'
+        ))
+        self.to_upstream.append(self._encoder.response_create())
+
+    def _on_server_error(self, event: realtime.ServerError) -> None:
+        self.stats.server_errors += 1
+        logs.event(log, "upstream_error_event", logging.WARNING, call=self._id(),
+                   type=event.type, code=event.code, message=event.message,
+                   event_id=event.event_id)
+
+    # -- ending ------------------------------------------------------------------------------
+
+    def _move(self, state: State) -> None:
+        if state not in _MOVES[self.state]:
+            raise AssertionError(f"call state {self.state.value} cannot move to {state.value}")
+        self.state = state
+
+    def _end(self, reason: EndReason, *, error: EngineError | None = None,
+             hangup: bool = True) -> None:
+        if self.state is State.ENDED:
+            return
+        self._move(State.ENDED)
+        self.end_reason = reason
+        self.to_upstream.clear()
+        self._pending.clear()
+        self._actions.append(EndCall(reason, audiosocket.HANGUP if hangup else b"", error))
+
+    def _id(self) -> str:
+        return str(self.uuid) if self.uuid is not None else f"({self.peer})"
+
+
+_UPSTREAM_HANDLERS: dict[type, Callable[[Call, Any], None]] = {
+    realtime.AudioDelta: Call._on_audio_delta,
+    realtime.AudioDone: Call._on_audio_done,
+    realtime.ResponseCreated: Call._on_response_created,
+    realtime.ResponseDone: Call._on_response_done,
+    realtime.SpeechStarted: Call._on_speech_started,
+    realtime.Transcript: Call._on_transcript,
+    realtime.FunctionCallDone: Call._on_function_call,
+    realtime.ServerError: Call._on_server_error,
+}

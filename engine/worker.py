@@ -1,0 +1,386 @@
+"""A worker: one uvloop event loop serving AudioSocket calls, each bridged to the Realtime API.
+
+The adapters here are thin: :class:`CallConnection` feeds a caller's bytes and its upstream's
+messages into the call's pure state machine (:class:`engine.call.Call`), writes what it returns
+and carries out its actions; the worker's one :class:`engine.clock.Clock` ticks every call
+that has media. Nothing here runs per message but a method call or two and a write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from engine import _impl, logs, upstream
+from engine.call import (
+    Call,
+    CallSettings,
+    ConnectUpstream,
+    EndCall,
+    EndReason,
+    Rephase,
+    StartPacing,
+)
+from engine.clock import Clock
+from engine.config import Config
+from engine.errors import UpstreamError
+from engine.metrics import METRICS
+
+__all__ = ["CallConnection", "Worker", "WorkerLimits"]
+
+log = logging.getLogger("engine.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLimits:
+    """Per-call deadlines and bounds (seconds and bytes)."""
+
+    handshake_timeout: float = 2.0
+    max_call_seconds: float = 600.0
+    wrapup_seconds: float = 20.0
+    max_calls: int = 1000
+    caller_send_buffer: int = 64 * 1024
+    upstream_send_buffer: int = 256 * 1024
+    connect_deadline: float = 8.0
+    open_timeout: float = 5.0
+    ping_interval: float = 10.0
+    ping_timeout: float = 10.0
+
+    @classmethod
+    def from_config(cls, config: Config) -> WorkerLimits:
+        return cls(
+            handshake_timeout=config.handshake_timeout_ms / 1000,
+            max_call_seconds=float(config.max_call_seconds),
+            max_calls=config.max_concurrent_calls,
+        )
+
+
+class CallConnection(asyncio.Protocol):
+    """The adapter of one AudioSocket connection and its Realtime upstream."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.call: Call = Call(worker.settings)
+        self.transport: asyncio.Transport | None = None
+        self.upstream: upstream.UpstreamConnection | None = None
+        self._connect_task: asyncio.Task[None] | None = None
+        self._timers: list[asyncio.TimerHandle] = []
+        self._started = 0.0
+        self._paced = False
+
+    # -- caller transport ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport = transport
+        transport.set_write_buffer_limits(high=self.worker.limits.caller_send_buffer)
+        self._started = time.monotonic()
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        self.call.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        worker = self.worker
+        worker.connections.add(self)
+        METRICS.active_calls.inc()
+        if len(worker.connections) > worker.limits.max_calls or worker.draining:
+            self.call.refuse()
+        else:
+            self._later(worker.limits.handshake_timeout, self.call.handshake_timeout)
+        self._act()
+
+    def data_received(self, data: bytes) -> None:
+        call = self.call
+        call.receive_data(data)
+        if call.wants_attention:
+            self._act()
+
+    def eof_received(self) -> bool:
+        self.call.receive_eof()
+        self._act()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.call.connection_lost()
+        self._act()
+
+    def pause_writing(self) -> None:
+        """The caller has not read ``caller_send_buffer`` bytes: it is stalled; end the call."""
+        self.call.caller_stalled()
+        self._act()
+
+    def tick(self, frames: int) -> None:
+        """The clock: ``frames`` frames are due (more than one only when catching up)."""
+        call = self.call
+        transport = self.transport
+        for _ in range(frames):
+            frame = call.next_frame()
+            if frame is not None and transport is not None:
+                transport.write(frame)
+        if call.wants_attention:
+            self._act()
+
+    # -- upstream listener -----------------------------------------------------------------
+
+    def upstream_message(self, data: bytes | str) -> None:
+        call = self.call
+        call.upstream_message(data)
+        if call.wants_attention:
+            self._act()
+
+    def upstream_closed(self, error: UpstreamError | None) -> None:
+        self.upstream = None
+        if error is not None:
+            self.call.upstream_failed(error)
+            self._act()
+
+    async def _connect(self) -> None:
+        worker = self.worker
+        limits = worker.limits
+        try:
+            conn = await upstream.connect(
+                worker.endpoint, self, open_timeout=limits.open_timeout,
+                deadline=limits.connect_deadline, max_send_buffer=limits.upstream_send_buffer,
+                ping_interval=limits.ping_interval, ping_timeout=limits.ping_timeout,
+            )
+        except UpstreamError as exc:
+            METRICS.upstream_connects.labels(outcome=type(exc).__name__).inc()
+            self.call.upstream_failed(exc)
+            self._act()
+            return
+        METRICS.upstream_connects.labels(outcome="ok").inc()
+        if self.call.end_reason is not None:
+            conn.close()
+            return
+        self.upstream = conn
+        self.call.upstream_opened()
+        self._act()
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def _act(self) -> None:
+        call = self.call
+        if call.to_upstream:
+            conn = self.upstream
+            if conn is not None:
+                for message in call.to_upstream:
+                    conn.send(message)
+            call.to_upstream.clear()
+        for action in call.actions():
+            if type(action) is Rephase:
+                self.worker.clock.rephase(self)
+            elif type(action) is StartPacing:
+                self._paced = True
+                self.worker.clock.add(self)
+                self._later(self.worker.limits.max_call_seconds, self._max_duration)
+            elif type(action) is ConnectUpstream:
+                self._connect_task = asyncio.get_running_loop().create_task(self._connect())
+            elif type(action) is EndCall:
+                self._end(action)
+
+    def _max_duration(self) -> None:
+        self.call.max_duration_reached()
+        self._later(self.worker.limits.wrapup_seconds, self.call.wrapup_expired)
+        self._act()
+
+    def _later(self, delay: float, what: Any) -> None:
+        def fire() -> None:
+            what()
+            self._act()
+
+        self._timers.append(asyncio.get_running_loop().call_later(delay, fire))
+
+    def _end(self, action: EndCall) -> None:
+        worker = self.worker
+        if self._paced:
+            worker.clock.remove(self)
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        task = self._connect_task
+        if task is not None and not task.done():
+            task.cancel()
+        if self.upstream is not None:
+            self.upstream.close()
+            self.upstream = None
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if action.hangup:
+                transport.write(action.hangup)
+            transport.close()
+        worker.connections.discard(self)
+        METRICS.active_calls.dec()
+        worker.call_ended(self, action)
+
+
+@dataclass(slots=True)
+class _Totals:
+    ended: dict[str, int] = field(default_factory=dict)
+
+
+class Worker:
+    """Serves AudioSocket calls on one event loop.
+
+    Args:
+        config: the checked configuration.
+        endpoint: where and how to reach the Realtime API.
+        settings: per-call settings (derived from ``config`` when None).
+        limits: deadlines and bounds (derived from ``config`` when None).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        endpoint: upstream.Endpoint,
+        settings: CallSettings | None = None,
+        limits: WorkerLimits | None = None,
+    ) -> None:
+        self.config = config
+        self.endpoint = endpoint
+        self.settings = settings or CallSettings.from_config(config)
+        self.limits = limits or WorkerLimits.from_config(config)
+        self.connections: set[CallConnection] = set()
+        self.draining = False
+        self.clock: Clock = None  # type: ignore[assignment]
+        self.totals = _Totals()
+        self._server: asyncio.Server | None = None
+        self._idle: asyncio.Event | None = None
+
+    async def start(self, host: str | None = None, port: int | None = None) -> int:
+        """Binds the AudioSocket listener and starts the clock; returns the bound port."""
+        loop = asyncio.get_running_loop()
+        self.clock = Clock(loop)
+        self.clock.start()
+        self._idle = asyncio.Event()
+        self._server = await loop.create_server(
+            lambda: CallConnection(self),
+            self.config.listen_host if host is None else host,
+            self.config.listen_port if port is None else port,
+            reuse_port=True,
+            backlog=1024,
+        )
+        bound: int = self._server.sockets[0].getsockname()[1]
+        logs.event(log, "listening", host=self.config.listen_host if host is None else host,
+                   port=bound, dialect=self.settings.dialect.value,
+                   upstream_format=self.settings.upstream_format)
+        return bound
+
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stops accepting, lets calls run up to ``grace`` seconds, then hangs up the rest."""
+        self.draining = True
+        if grace > 0:
+            await self.wait_idle(grace)
+        for conn in list(self.connections):
+            conn.call.shutdown()
+            conn._act()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        if self.clock is not None:
+            self.clock.stop()
+        await asyncio.sleep(0)
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Waits until no call is left, up to ``timeout`` seconds; True if none is left."""
+        if self.connections and self._idle is not None:
+            self._idle.clear()
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout)
+            except TimeoutError:
+                return False
+        return not self.connections
+
+    def call_ended(self, conn: CallConnection, action: EndCall) -> None:
+        """Logs the call's end line and counts its reason."""
+        call = conn.call
+        reason = action.reason.value
+        self.totals.ended[reason] = self.totals.ended.get(reason, 0) + 1
+        stats = call.stats
+        METRICS.calls_ended.labels(reason=reason).inc()
+        METRICS.dtmf_digits.inc(len(stats.dtmf))
+        METRICS.bargeins.inc(stats.bargeins)
+        if call.playout is not None:
+            METRICS.underruns.inc(call.playout.underruns)
+        level = logging.INFO
+        if action.reason in (EndReason.PROTOCOL_VIOLATION, EndReason.UPSTREAM_FAILED):
+            level = logging.WARNING
+        playout = call.playout
+        fields: dict[str, Any] = {
+            "call": str(call.uuid) if call.uuid else None,
+            "peer": call.peer,
+            "reason": reason,
+            "seconds": round(time.monotonic() - conn._started, 3),
+            "rate": call.rate,
+            "caller_frames": stats.caller_frames,
+            "appends": stats.appends,
+            "deltas": stats.deltas,
+            "bargeins": stats.bargeins,
+            "truncates": stats.truncates,
+            "dtmf": "".join(stats.dtmf),
+            "underruns": playout.underruns if playout is not None else 0,
+            "responses": stats.usage.responses,
+            "input_tokens": stats.usage.input_tokens,
+            "output_tokens": stats.usage.output_tokens,
+        }
+        if action.error is not None:
+            fields["error"] = str(action.error)
+            fields["error_class"] = type(action.error).__name__
+        if call.settings.log_transcripts:
+            fields["transcript"] = list(stats.transcript)
+        logs.event(log, "call_ended", level, **fields)
+        if not self.connections and self._idle is not None:
+            self._idle.set()
+
+
+def serve(config: Config, *, simulator: bool = False) -> int:
+    """Runs one worker on a uvloop loop until SIGINT or SIGTERM; returns the exit status."""
+    import uvloop
+
+    return uvloop.run(_serve(config, simulator))
+
+
+async def _serve(config: Config, simulator: bool) -> int:
+    from engine import realtime
+
+    loop = asyncio.get_running_loop()
+    settings = CallSettings.from_config(config)
+    sim = None
+    url = config.openai_realtime_url
+    if simulator:
+        from engine.sim import SimConfig, Simulator
+
+        sim = Simulator(SimConfig())
+        await sim.start("127.0.0.1", 0)
+        url = sim.url
+        logs.event(log, "simulator_started", url=url)
+    endpoint = upstream.Endpoint.for_dialect(
+        settings.dialect, url, config.openai_model, None if simulator else config.openai_api_key
+    )
+    worker = Worker(config, endpoint, settings)
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        try:
+            await worker.start()
+        except OSError as exc:
+            logs.event(log, "cannot_listen", logging.ERROR, host=config.listen_host,
+                       port=config.listen_port, error=exc.strerror or str(exc))
+            return 1
+        logs.event(log, "media_core", impl=_impl.IMPL,
+                   dialect=realtime.Dialect(settings.dialect).value)
+        await stop.wait()
+        logs.event(log, "stopping", calls=len(worker.connections))
+    finally:
+        await worker.stop()
+        if sim is not None:
+            await sim.stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    return 0

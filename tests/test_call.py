@@ -1,0 +1,331 @@
+"""The call's state machine, driven with real AudioSocket bytes and real Realtime JSON."""
+
+from __future__ import annotations
+
+import base64
+import math
+import struct
+import uuid
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine import realtime
+from engine._impl import audiosocket, g711, resample
+from engine.call import (
+    Call,
+    CallSettings,
+    ConnectUpstream,
+    EndCall,
+    EndReason,
+    Rephase,
+    StartPacing,
+    State,
+)
+from engine.errors import KindChanged, UnknownKind, UpstreamClosed
+
+UUID = uuid.UUID("6f1c2b9e-5a4d-4c3b-9e8f-0a1b2c3d4e5f")
+
+
+def settings_for(dialect: str = "ga", fmt: str = "pcm16", **changes: object) -> CallSettings:
+    session = realtime.SessionSettings(
+        instructions="Be brief.", voice="alloy", audio_format=fmt, vad_type="server_vad",
+        vad_threshold=0.5, vad_silence_ms=500, vad_prefix_padding_ms=300, vad_eagerness="auto",
+        interrupt_response=bool(changes.pop("interrupt_response", True)),
+        transcription_model="whisper-1", max_output_tokens=4096, temperature=None,
+    )
+    return CallSettings(dialect=realtime.Dialect(dialect), session=session, upstream_format=fmt,
+                        **changes)  # type: ignore[arg-type]
+
+
+def tone(rate: int, ms: int, freq: float = 440.0, amp: int = 8000, start: int = 0) -> bytes:
+    n = rate * ms // 1000
+    w = 2 * math.pi * freq / rate
+    return struct.pack(f"<{n}h", *(round(amp * math.sin(w * (start + i))) for i in range(n)))
+
+
+def uuid_message() -> bytes:
+    return b"\x01\x00\x10" + UUID.bytes
+
+
+def audio(kind: int, pcm: bytes) -> bytes:
+    return bytes([kind]) + struct.pack(">H", len(pcm)) + pcm
+
+
+def sent(call: Call) -> list[dict]:
+    events = [orjson.loads(m) for m in call.to_upstream]
+    call.to_upstream.clear()
+    return events
+
+
+def active_call(fmt: str = "pcm16", kind: int = 0x10, **changes: object) -> Call:
+    call = Call(settings_for(fmt=fmt, **changes), peer="127.0.0.1:5000")
+    call.receive_data(uuid_message())
+    rate = audiosocket.AUDIO_RATES[kind]
+    call.receive_data(audio(kind, bytes(rate // 50 * 2)))
+    assert [type(a) for a in call.actions()] == [ConnectUpstream, StartPacing]
+    call.upstream_opened()
+    assert call.state is State.ACTIVE
+    return call
+
+
+def server(event_type: str, **fields: object) -> bytes:
+    return orjson.dumps({"type": event_type, "event_id": "ev_1", **fields})
+
+
+def delta(pcm24: bytes, response_id: str = "resp_1", item_id: str = "item_1") -> bytes:
+    return server("response.output_audio.delta", response_id=response_id, item_id=item_id,
+                  output_index=0, content_index=0, delta=base64.b64encode(pcm24).decode())
+
+
+def start_response(call: Call, response_id: str = "resp_1") -> None:
+    call.upstream_message(server("response.created", response={
+        "id": response_id, "object": "realtime.response", "status": "in_progress", "output": [],
+    }))
+
+
+def test_handshake_then_audio_starts_upstream_and_pacing() -> None:
+    call = Call(settings_for(), peer="p")
+    assert call.state is State.HANDSHAKE
+    call.receive_data(uuid_message()[:5])
+    assert call.actions() == []
+    call.receive_data(uuid_message()[5:])
+    assert call.uuid == UUID and call.state is State.CONNECTING
+    assert call.actions() == [ConnectUpstream()]
+    call.receive_data(audio(0x12, bytes(640)))
+    assert (call.kind, call.rate) == (0x12, 16000)
+    assert call.actions() == [StartPacing()]
+    assert call.to_upstream == []
+
+
+def test_session_update_then_held_audio_once_the_upstream_opens() -> None:
+    call = Call(settings_for(), peer="p")
+    call.receive_data(uuid_message())
+    caller = tone(8000, 200)
+    for i in range(0, len(caller), 320):
+        call.receive_data(audio(0x10, caller[i:i + 320]))
+    assert call.to_upstream == []
+    call.upstream_opened()
+    events = sent(call)
+    assert events[0]["type"] == "session.update"
+    assert events[0]["session"]["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert [e["type"] for e in events[1:]] == ["input_audio_buffer.append"]
+    up = b"".join(base64.b64decode(e["audio"]) for e in events[1:])
+    assert up == resample.Resampler(8000, 24000).process(caller)
+
+
+def test_prebuffer_keeps_only_the_newest_audio_while_connecting() -> None:
+    call = Call(settings_for(prebuffer_ms=100), peer="p")
+    call.receive_data(uuid_message())
+    for _ in range(100):
+        call.receive_data(audio(0x10, bytes(320)))
+    call.upstream_opened()
+    appended = [e for e in sent(call) if e["type"] == "input_audio_buffer.append"]
+    size = sum(len(base64.b64decode(e["audio"])) for e in appended)
+    assert 100 * 48 <= size <= 140 * 48
+
+
+@pytest.mark.parametrize("append_ms", [20, 40, 100])
+@pytest.mark.parametrize("kind", [0x10, 0x12, 0x13])
+def test_caller_audio_is_resampled_and_batched(kind: int, append_ms: int) -> None:
+    call = active_call(kind=kind, append_ms=append_ms)
+    rate = audiosocket.AUDIO_RATES[kind]
+    caller = tone(rate, 1000, freq=300)
+    frame = rate // 50 * 2
+    for i in range(0, len(caller), frame):
+        call.receive_data(audio(kind, caller[i:i + frame]))
+    events = sent(call)
+    assert events[0]["type"] == "session.update"
+    appends = events[1:]
+    assert all(e["type"] == "input_audio_buffer.append" for e in appends)
+    sizes = [len(base64.b64decode(e["audio"])) for e in appends]
+    assert all(append_ms * 48 - 200 <= n < append_ms * 48 + 960 for n in sizes)
+    assert abs(len(appends) - 1000 // append_ms) <= 1
+    up = b"".join(base64.b64decode(e["audio"]) for e in appends)
+    expected = resample.Resampler(rate, 24000).process(bytes(frame) + caller) if rate != 24000 \
+        else bytes(frame) + caller
+    assert expected.startswith(up) and len(expected) - len(up) < append_ms * 48
+
+
+def test_pcmu_at_8k_is_a_table_lookup_both_ways() -> None:
+    call = active_call(fmt="pcmu")
+    events = sent(call)
+    assert events[0]["session"]["audio"]["output"]["format"] == {"type": "audio/pcmu"}
+    caller = tone(8000, 80)
+    for i in range(0, len(caller), 320):
+        call.receive_data(audio(0x10, caller[i:i + 320]))
+    up = b"".join(base64.b64decode(e["audio"]) for e in sent(call))
+    assert up == g711.ulaw_encode(bytes(320) + caller)[:len(up)]
+    start_response(call)
+    model = g711.ulaw_encode(tone(8000, 100, freq=500))
+    call.upstream_message(delta(model))
+    frames = [call.next_frame() for _ in range(5)]
+    assert b"".join(f[3:] for f in frames if f) == g711.ulaw_decode(model)
+
+
+def test_model_audio_is_paced_out_in_the_call_kind() -> None:
+    call = active_call(kind=0x12)
+    start_response(call)
+    model = tone(24000, 200, freq=700)
+    call.upstream_message(delta(model[:4800]))
+    assert call.actions() == [Rephase()]
+    call.upstream_message(delta(model[4800:]))
+    assert call.actions() == []
+    frames = [call.next_frame() for _ in range(12)]
+    assert all(f is not None and f[0] == 0x12 and len(f) == 3 + 640 for f in frames)
+    out = b"".join(f[3:] for f in frames if f)
+    expected = resample.Resampler(24000, 16000).process(model)
+    assert out.startswith(expected[: len(expected) // 640 * 640])
+
+
+def test_silence_before_any_response_and_nothing_before_media() -> None:
+    call = Call(settings_for(), peer="p")
+    call.receive_data(uuid_message())
+    assert call.next_frame() is None
+    call.receive_data(audio(0x10, bytes(320)))
+    assert call.next_frame() == audiosocket.silence(0x10)
+
+
+@pytest.mark.parametrize("interrupt", [True, False])
+def test_barge_in_clears_truncates_what_was_played_and_cancels_if_needed(interrupt: bool) -> None:
+    call = active_call(interrupt_response=interrupt)
+    sent(call)
+    start_response(call)
+    call.upstream_message(delta(tone(24000, 1000)))
+    for _ in range(10):
+        call.next_frame()
+    call.upstream_message(server("input_audio_buffer.speech_started", audio_start_ms=1200,
+                                 item_id="item_in_1"))
+    events = sent(call)
+    types = [e["type"] for e in events]
+    assert ("response.cancel" in types) is (not interrupt)
+    (truncate,) = [e for e in events if e["type"] == "conversation.item.truncate"]
+    assert truncate["item_id"] == "item_1" and truncate["content_index"] == 0
+    assert 200 <= truncate["audio_end_ms"] <= 210
+    assert call.stats.bargeins == 1
+    call.upstream_message(delta(tone(24000, 500)))
+    assert call.stats.dropped_deltas == 1
+    frames = [call.next_frame() for _ in range(3)]
+    assert frames[-1] == audiosocket.silence(0x10)
+
+
+def test_speech_while_quiet_is_not_a_barge_in() -> None:
+    call = active_call()
+    sent(call)
+    call.upstream_message(server("input_audio_buffer.speech_started", audio_start_ms=10,
+                                 item_id="item_in_1"))
+    assert sent(call) == [] and call.stats.bargeins == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    chunks=st.lists(st.integers(1, 4000), min_size=1, max_size=12),
+    pops=st.integers(0, 80),
+    kind=st.sampled_from([0x10, 0x12, 0x13]),
+)
+def test_truncate_never_exceeds_the_item_audio(chunks: list[int], pops: int, kind: int) -> None:
+    call = active_call(kind=kind)
+    sent(call)
+    start_response(call)
+    total = 0
+    for n in chunks:
+        call.upstream_message(delta(b"\x10\x00" * n))
+        total += n
+    for _ in range(pops):
+        call.next_frame()
+    call.upstream_message(server("input_audio_buffer.speech_started", audio_start_ms=0,
+                                 item_id="in"))
+    for event in sent(call):
+        if event["type"] == "conversation.item.truncate":
+            assert event["audio_end_ms"] <= total * 1000 // 24000
+
+
+def test_dtmf_is_recorded() -> None:
+    call = active_call()
+    for digit in b"12#":
+        call.receive_data(b"\x03\x00\x01" + bytes([digit]))
+    assert call.stats.dtmf == ["1", "2", "#"]
+    assert call.state is State.ACTIVE
+
+
+def test_caller_eof_ends_without_hangup_bytes() -> None:
+    call = active_call()
+    call.receive_eof()
+    (end,) = call.actions()
+    assert end == EndCall(EndReason.CALLER_HANGUP, b"", None)
+    call.receive_data(audio(0x10, bytes(320)))
+    assert call.actions() == [] and call.to_upstream == []
+
+
+def test_protocol_violation_ends_the_call_with_its_error() -> None:
+    call = active_call()
+    call.receive_data(b"\x02\x00\x00")
+    (end,) = call.actions()
+    assert isinstance(end, EndCall) and end.reason is EndReason.PROTOCOL_VIOLATION
+    assert isinstance(end.error, UnknownKind) and end.hangup == b""
+
+
+def test_audio_of_another_kind_mid_call_is_a_violation() -> None:
+    call = active_call()
+    call.receive_data(audio(0x12, bytes(640)))
+    (end,) = call.actions()
+    assert isinstance(end, EndCall) and isinstance(end.error, KindChanged)
+
+
+def test_upstream_failure_gives_the_caller_a_clean_hangup() -> None:
+    call = active_call()
+    call.upstream_failed(UpstreamClosed(1011, "boom"))
+    (end,) = call.actions()
+    assert isinstance(end, EndCall)
+    assert (end.reason, end.hangup) == (EndReason.UPSTREAM_FAILED, audiosocket.HANGUP)
+    assert call.state is State.ENDED
+
+
+def test_handshake_timeout_only_before_the_uuid() -> None:
+    call = Call(settings_for(), peer="p")
+    call.handshake_timeout()
+    (end,) = call.actions()
+    assert isinstance(end, EndCall) and end.reason is EndReason.HANDSHAKE_TIMEOUT
+    late = active_call()
+    late.handshake_timeout()
+    assert late.actions() == []
+
+
+def test_max_duration_plays_the_goodbye_then_hangs_up() -> None:
+    call = active_call()
+    sent(call)
+    call.max_duration_reached()
+    (create,) = sent(call)
+    assert create["type"] == "response.create"
+    assert "time limit" in create["response"]["instructions"]
+    start_response(call, "resp_bye")
+    call.upstream_message(delta(tone(24000, 100), "resp_bye", "item_bye"))
+    call.upstream_message(server("response.done", response={
+        "id": "resp_bye", "object": "realtime.response", "status": "completed", "output": [],
+    }))
+    ends = []
+    for _ in range(10):
+        frame = call.next_frame()
+        ends += [a for a in call.actions() if isinstance(a, EndCall)]
+        if ends:
+            assert frame is not None and frame != audiosocket.silence(0x10)
+            break
+    assert ends and ends[0].reason is EndReason.MAX_DURATION
+    assert ends[0].hangup == audiosocket.HANGUP
+
+
+def test_function_call_without_tools_gets_an_error_output() -> None:
+    call = active_call()
+    sent(call)
+    start_response(call)
+    call.upstream_message(server("response.output_item.added", response_id="resp_1",
+                                 output_index=0, item={"id": "fc_1", "type": "function_call",
+                                                       "name": "lookup", "call_id": "call_1",
+                                                       "arguments": ""}))
+    call.upstream_message(server("response.function_call_arguments.done", response_id="resp_1",
+                                 item_id="fc_1", output_index=0, call_id="call_1",
+                                 arguments="{}"))
+    types = [e["type"] for e in sent(call)]
+    assert types == ["conversation.item.create", "response.create"]

@@ -1,0 +1,412 @@
+"""The call path end to end: real loopback TCP, a real uvloop loop, the real websockets client
+against the built-in simulator, and callers that behave like Asterisk."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+import uvloop
+
+from engine import caller, upstream
+from engine._impl import audiosocket
+from engine.call import CallSettings
+from engine.config import Config
+from engine.sim import Fault, FaultKind, SimConfig, Simulator
+from engine.worker import Worker, WorkerLimits
+
+TONE_HZ = 1000.0
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def speech(rate: int, seconds: float, freq: float = 440.0, dbfs: float = -12.0) -> bytes:
+    n = round(rate * seconds)
+    amp = 32767 * 10 ** (dbfs / 20)
+    return np.round(amp * np.sin(2 * np.pi * freq * np.arange(n) / rate)).astype("<i2").tobytes()
+
+
+def quiet(rate: int, seconds: float) -> bytes:
+    return bytes(2 * round(rate * seconds))
+
+
+def loud_runs(pcm: bytes, rate: int) -> list[tuple[int, int]]:
+    """(first sample, samples) of each run of 10 ms blocks with audio in them."""
+    x = np.frombuffer(pcm, "<i2").astype(np.float64)
+    block = rate // 100
+    blocks = x[: x.size // block * block].reshape(-1, block)
+    loud = np.sqrt(np.mean(blocks**2, axis=1)) > 300
+    runs, start = [], None
+    for i, flag in enumerate([*loud, False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            runs.append((start * block, (i - start) * block))
+            start = None
+    return runs
+
+
+def loudest_run(pcm: bytes, rate: int) -> np.ndarray:
+    """The samples of the longest run with audio (one response's audio)."""
+    runs = loud_runs(pcm, rate)
+    assert runs, "no audio came back"
+    first, length = max(runs, key=lambda r: r[1])
+    return np.frombuffer(pcm, "<i2")[first:first + length].astype(np.float64)
+
+
+def tone_quality(pcm: bytes, rate: int, freq: float) -> tuple[float, float]:
+    """(dominant frequency in Hz, SNR in dB of a fitted sine) inside one response's audio.
+
+    50 ms at each end are left out: the edges of a response are not a steady tone.
+    """
+    run_ = loudest_run(pcm, rate)
+    seg = run_[rate // 20: run_.size - rate // 20]
+    assert seg.size > rate // 10, "the response was too short to measure"
+    spectrum = np.abs(np.fft.rfft(seg * np.hanning(seg.size)))
+    peak = float(np.argmax(spectrum) * rate / seg.size)
+    t = np.arange(seg.size) / rate
+    basis = np.column_stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t)])
+    coef, *_ = np.linalg.lstsq(basis, seg, rcond=None)
+    noise = seg - basis @ coef
+    return peak, 10 * math.log10(float(np.sum((basis @ coef) ** 2)) / float(np.sum(noise**2)))
+
+
+@dataclass
+class Node:
+    worker: Worker
+    sim: Simulator
+    port: int
+
+    async def call(self, **kwargs: Any) -> caller.CallReport:
+        """One call; returns once the engine has seen it end too."""
+        report = await caller.call("127.0.0.1", self.port, **kwargs)
+        await asyncio.sleep(0.05)
+        return report
+
+    async def idle(self) -> None:
+        assert await self.worker.wait_idle(3.0)
+
+
+def make_config(**changes: Any) -> Config:
+    base = Config(vad_silence_ms=300, transcription_model="")
+    return base.replace(**changes)
+
+
+@contextlib.asynccontextmanager
+async def node(
+    sim_config: SimConfig | None = None,
+    config: Config | None = None,
+    limits: WorkerLimits | None = None,
+    settings: Callable[[CallSettings], CallSettings] | None = None,
+) -> AsyncIterator[Node]:
+    config = config or make_config()
+    sim = Simulator(sim_config or SimConfig(response_ms=1000, tone_hz=TONE_HZ))
+    await sim.start()
+    call_settings = CallSettings.from_config(config)
+    if settings is not None:
+        call_settings = settings(call_settings)
+    endpoint = upstream.Endpoint.for_dialect(
+        call_settings.dialect, sim.url, config.openai_model, "sk-test"
+    )
+    worker = Worker(config, endpoint, call_settings, limits or WorkerLimits(connect_deadline=2.0))
+    port = await worker.start("127.0.0.1", 0)
+    try:
+        yield Node(worker, sim, port)
+        await Node(worker, sim, port).idle()
+    finally:
+        await worker.stop()
+        await sim.stop()
+    assert not worker.connections
+
+
+def assert_clean(sim: Simulator) -> None:
+    totals = sim.totals()
+    assert totals["invalid"] == 0, [live.report.invalid for live in sim.sessions]
+    assert totals["mistakes"] == 0, [live.report.mistakes for live in sim.sessions]
+    assert totals["bad_truncates"] == 0
+
+
+@pytest.mark.parametrize("kind", [0x10, 0x12, 0x13])
+def test_a_call_at_each_rate_carries_audio_both_ways(kind: int, figures: list[str]) -> None:
+    rate = audiosocket.AUDIO_RATES[kind]
+
+    async def main() -> None:
+        async with node() as n:
+            report = await n.call(pcm=speech(rate, 1.0) + quiet(rate, 2.2), kind=kind)
+            assert report.hangup == caller.CALLER_FINISHED
+            assert report.wrong_kind_frames == 0 and report.odd_size_frames == 0
+            assert abs(report.frames_received - report.frames_sent) <= 3
+            peak, snr = tone_quality(report.received_pcm, rate, TONE_HZ)
+            assert abs(peak - TONE_HZ) < 5
+            assert snr > 70
+            (live,) = n.sim.sessions
+            assert live.report.responses >= 1
+            assert live.report.events["input_audio_buffer.append"] >= 70
+            assert_clean(n.sim)
+            figures.append(
+                f"call at {rate} Hz: pacing inside the response p50 "
+                f"{report.burst_pacing.p50_ms:.2f} ms, p99 {report.burst_pacing.p99_ms:.2f} ms, "
+                f"max {report.burst_pacing.max_ms:.2f} ms; tone SNR {snr:.1f} dB"
+            )
+
+    run(main())
+
+
+def log_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields of one of the engine's structured log lines."""
+    fields: dict[str, Any] = vars(record)["_fields"]
+    return fields
+
+
+def ended(worker: Worker) -> dict[str, int]:
+    return dict(worker.totals.ended)
+
+
+@pytest.mark.parametrize("dialect", ["ga", "beta"])
+@pytest.mark.parametrize("interrupt", [True, False])
+def test_barge_in_clears_and_truncates_what_was_played(dialect: str, interrupt: bool) -> None:
+    rate = 8000
+
+    def engine_settings(s: CallSettings) -> CallSettings:
+        from dataclasses import replace
+
+        return replace(s, session=replace(s.session, interrupt_response=interrupt))
+
+    async def main() -> None:
+        # Sent at 1.5x real time, the response is still streaming when the caller barges in.
+        sim_config = SimConfig(response_ms=4000, tone_hz=TONE_HZ, pacing=1.5)
+        async with node(sim_config, make_config(realtime_dialect=dialect),
+                        settings=engine_settings) as n:
+            # Speak 0.6 s, pause (the model answers after 0.3 s of silence), speak over it.
+            signal = speech(rate, 0.6) + quiet(rate, 1.4) + speech(rate, 0.6) + quiet(rate, 1.4)
+            report = await n.call(pcm=signal, kind=0x10)
+            (live,) = n.sim.sessions
+            assert live.dialect.value == dialect
+            assert_clean(n.sim)
+            (truncate,) = live.report.truncates
+            assert truncate.ok
+            # The model's audio started ~0.9 s in and the caller spoke again at 2.0 s: about
+            # 1.1 s was played, and the truncate says so, within the VAD's own latency.
+            assert 700 <= truncate.audio_end_ms <= 1500
+            cancels = {by for by, _ in live.report.cancels}
+            assert cancels == ({"server"} if interrupt else {"client"})
+            _, played = loud_runs(report.received_pcm, rate)[0]
+            assert abs(played / rate * 1000 - truncate.audio_end_ms) <= 30
+            assert ended(n.worker) == {"caller_hangup": 1}
+
+    run(main())
+
+
+def test_dtmf_is_received_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        async with node() as n:
+            report = await n.call(pcm=quiet(8000, 1.0), kind=0x10,
+                                  dtmf=[(0.2, "4"), (0.4, "2"), (0.6, "#")])
+            assert report.dtmf_sent == 3
+
+    with caplog.at_level(logging.INFO, logger="engine"):
+        run(main())
+    (end,) = [r for r in caplog.records if r.getMessage() == "call_ended"]
+    assert log_fields(end)["dtmf"] == "42#"
+    assert [log_fields(r)["digit"] for r in caplog.records
+            if r.getMessage() == "dtmf"] == ["4", "2", "#"]
+
+
+def test_max_duration_plays_a_goodbye_then_hangs_up() -> None:
+    async def main() -> None:
+        limits = WorkerLimits(max_call_seconds=1.0, connect_deadline=2.0)
+        async with node(SimConfig(response_ms=500, tone_hz=TONE_HZ), limits=limits) as n:
+            report = await n.call(pcm=quiet(8000, 5.0), kind=0x10)
+            assert report.hangup == caller.ENGINE_HANGUP
+            assert 1.4 <= report.duration <= 2.5
+            x = np.abs(np.frombuffer(report.received_pcm, "<i2"))
+            loud = np.flatnonzero(x > 1000)
+            assert loud.size and (loud[-1] - loud[0]) / 8000 >= 0.45
+            assert ended(n.worker) == {"max_duration": 1}
+            (live,) = n.sim.sessions
+            assert live.report.events["response.create"] == 1
+            assert_clean(n.sim)
+
+    run(main())
+
+
+async def raw_connection(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+def test_handshake_timeout_closes_a_silent_connection() -> None:
+    async def main() -> None:
+        config = make_config(handshake_timeout_ms=300)
+        async with node(config=config, limits=WorkerLimits(handshake_timeout=0.3)) as n:
+            reader, writer = await raw_connection(n.port)
+            started = asyncio.get_running_loop().time()
+            assert await asyncio.wait_for(reader.read(), 3) == b""
+            assert asyncio.get_running_loop().time() - started >= 0.25
+            writer.close()
+            await writer.wait_closed()
+            assert ended(n.worker) == {"handshake_timeout": 1}
+            assert n.sim.sessions == []
+
+    run(main())
+
+
+def test_protocol_violation_closes_only_that_call() -> None:
+    async def main() -> None:
+        async with node() as n:
+            good = asyncio.create_task(n.call(pcm=speech(8000, 0.6) + quiet(8000, 2.0),
+                                              kind=0x10))
+            await asyncio.sleep(0.3)
+            reader, writer = await raw_connection(n.port)
+            writer.write(b"\x01\x00\x10" + uuid.uuid4().bytes + b"\x10\x01\x40" + bytes(320))
+            writer.write(b"\x02\x00\x00")
+            data = await asyncio.wait_for(reader.read(), 3)
+            assert len(data) % 323 == 0  # silence frames, then a close without a hangup
+            writer.close()
+            await writer.wait_closed()
+            report = await good
+            assert report.hangup == caller.CALLER_FINISHED
+            assert ended(n.worker) == {"protocol_violation": 1, "caller_hangup": 1}
+
+    run(main())
+
+
+def test_node_shutdown_hangs_up_cleanly() -> None:
+    async def main() -> None:
+        async with node() as n:
+            task = asyncio.create_task(n.call(pcm=quiet(8000, 5.0), kind=0x10))
+            await asyncio.sleep(0.5)
+            await n.worker.stop()
+            report = await asyncio.wait_for(task, 3)
+            assert report.hangup == caller.ENGINE_HANGUP
+            assert ended(n.worker) == {"shutdown": 1}
+
+    run(main())
+
+
+FAULTS = {
+    "refuse": (Fault(FaultKind.REFUSE), 50),
+    "401": (Fault(FaultKind.UNAUTHORIZED), 1),
+    "close": (Fault(FaultKind.CLOSE, after_ms=1200), 1),
+    "stall": (Fault(FaultKind.STALL, after_ms=1200), 1),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_an_upstream_fault_hangs_up_that_call_only(fault: str) -> None:
+    async def main() -> None:
+        limits = WorkerLimits(connect_deadline=1.0, ping_interval=0.2, ping_timeout=0.3)
+        async with node(limits=limits) as n:
+            signal = speech(8000, 0.6) + quiet(8000, 2.4)
+            first = asyncio.create_task(n.call(pcm=signal, kind=0x10))
+            await asyncio.sleep(0.2)
+            injected, count = FAULTS[fault]
+            n.sim.queue_fault(injected, count)
+            broken = await n.call(pcm=signal, kind=0x10)
+            assert broken.hangup == caller.ENGINE_HANGUP
+            n.sim.clear_faults()
+            healthy = [await first, await n.call(pcm=signal, kind=0x10)]
+            for report in healthy:
+                assert report.hangup == caller.CALLER_FINISHED
+                peak, snr = tone_quality(report.received_pcm, 8000, TONE_HZ)
+                assert abs(peak - TONE_HZ) < 5 and snr > 60
+            assert ended(n.worker) == {"caller_hangup": 2, "upstream_failed": 1}
+
+    run(main())
+
+
+def test_rate_limited_connect_is_retried() -> None:
+    async def main() -> None:
+        async with node() as n:
+            n.sim.queue_fault(Fault(FaultKind.RATE_LIMITED, retry_after=0.2), 2)
+            report = await n.call(pcm=speech(8000, 0.6) + quiet(8000, 2.2), kind=0x10)
+            assert report.hangup == caller.CALLER_FINISHED
+            assert n.sim.handshakes["429"] == 2 and n.sim.handshakes["accepted"] == 1
+            peak, _ = tone_quality(report.received_pcm, 8000, TONE_HZ)
+            assert abs(peak - TONE_HZ) < 5
+
+    run(main())
+
+
+def test_over_capacity_is_refused_with_a_hangup() -> None:
+    async def main() -> None:
+        config = make_config(max_concurrent_calls=1)
+        async with node(config=config, limits=WorkerLimits(max_calls=1)) as n:
+            first = asyncio.create_task(n.call(pcm=quiet(8000, 1.0), kind=0x10))
+            await asyncio.sleep(0.2)
+            second = await n.call(pcm=quiet(8000, 1.0), kind=0x10)
+            assert second.hangup == caller.ENGINE_HANGUP
+            assert (await first).hangup == caller.CALLER_FINISHED
+
+    run(main())
+
+
+def replay(name: str) -> tuple[bytes, list[tuple[float, int, int]]]:
+    """A captured Asterisk session: its bytes and (t_ms, offset, end) of each message."""
+    import orjson
+
+    from tests.conftest import FIXTURES
+
+    folder = FIXTURES / "audiosocket"
+    data = (folder / f"{name}.bin").read_bytes()
+    lines = [orjson.loads(x) for x in (folder / f"{name}.jsonl").read_text().splitlines()]
+    return data, [(d["t_ms"], d["offset"], d["offset"] + 3 + d["len"]) for d in lines]
+
+
+@pytest.mark.parametrize("name", ["app8k", "app8k_dtmf", "chan16k", "chan24k"])
+def test_real_asterisk_sessions_replayed_at_their_timing(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    data, messages = replay(name)
+    kind = data[messages[1][1]] if data[messages[1][1]] != 0x03 else 0x10
+    rate = audiosocket.AUDIO_RATES[kind]
+
+    async def main() -> tuple[int, bytes]:
+        async with node() as n:
+            reader, writer = await raw_connection(n.port)
+            parser = audiosocket.Parser(client=True)
+            got: list[bytes] = []
+
+            async def read() -> None:
+                while chunk := await reader.read(65536):
+                    parser.receive_data(chunk)
+                    got.extend(e.payload for e in parser.events_received()
+                               if type(e) is audiosocket.AudioReceived and e.kind == kind)
+
+            reading = asyncio.create_task(read())
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            for t_ms, start, end in messages:
+                await asyncio.sleep(max(0.0, t0 + t_ms / 1000 - loop.time()))
+                writer.write(data[start:end])
+            await asyncio.sleep(0.3)
+            writer.write_eof()
+            await asyncio.wait_for(reading, 3)
+            writer.close()
+            await writer.wait_closed()
+            assert_clean(n.sim)
+            (live,) = n.sim.sessions
+            assert live.report.responses >= 1
+            return len(got), b"".join(got)
+
+    with caplog.at_level(logging.INFO, logger="engine"):
+        frames, pcm = run(main())
+    seconds = messages[-1][0] / 1000
+    assert abs(frames - seconds * 50) <= 25
+    peak, snr = tone_quality(pcm, rate, TONE_HZ)
+    assert abs(peak - TONE_HZ) < 5 and snr > 60
+    (end,) = [r for r in caplog.records if r.getMessage() == "call_ended"]
+    fields = log_fields(end)
+    assert fields["reason"] == "caller_hangup" and fields["rate"] == rate
+    if name == "app8k_dtmf":
+        assert fields["dtmf"]
