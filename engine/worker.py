@@ -30,6 +30,7 @@ from engine.clock import Clock
 from engine.config import Config
 from engine.errors import UpstreamError
 from engine.metrics import METRICS
+from engine.pacer import Pacer
 
 __all__ = ["CallConnection", "Worker", "WorkerLimits"]
 
@@ -250,11 +251,12 @@ class Worker:
         self.totals = _Totals()
         self._server: asyncio.Server | None = None
         self._idle: asyncio.Event | None = None
+        self._clock_seen = (0, 0)
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Binds the AudioSocket listener and starts the clock; returns the bound port."""
         loop = asyncio.get_running_loop()
-        self.clock = Clock(loop)
+        self.clock = Clock(loop, on_stats=self._clock_stats)
         self.clock.start()
         self._idle = asyncio.Event()
         self._server = await loop.create_server(
@@ -285,6 +287,15 @@ class Worker:
         if self.clock is not None:
             self.clock.stop()
         await asyncio.sleep(0)
+
+    def _clock_stats(self, pacer: Pacer) -> None:
+        """Once per tick: the clock's counters into the metrics, as increments."""
+        late, resyncs = pacer.late_wakeups, pacer.resyncs
+        seen_late, seen_resyncs = self._clock_seen
+        if late != seen_late or resyncs != seen_resyncs:
+            METRICS.clock_late_wakeups.inc(late - seen_late)
+            METRICS.clock_resyncs.inc(resyncs - seen_resyncs)
+            self._clock_seen = (late, resyncs)
 
     async def wait_idle(self, timeout: float) -> bool:
         """Waits until no call is left, up to ``timeout`` seconds; True if none is left."""

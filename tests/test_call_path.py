@@ -20,6 +20,7 @@ from engine import caller, upstream
 from engine._impl import audiosocket
 from engine.call import CallSettings
 from engine.config import Config
+from engine.metrics import METRICS
 from engine.sim import Fault, FaultKind, SimConfig, Simulator
 from engine.worker import Worker, WorkerLimits
 
@@ -208,7 +209,14 @@ def test_barge_in_clears_and_truncates_what_was_played(dialect: str, interrupt: 
     run(main())
 
 
-def test_dtmf_is_received_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+def metric(name: str, **labels: str) -> float:
+    return METRICS.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_dtmf_is_received_logged_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    digits_before = metric("voice_engine_dtmf_digits_total")
+    ended_before = metric("voice_engine_calls_ended_total", reason="caller_hangup")
+
     async def main() -> None:
         async with node() as n:
             report = await n.call(pcm=quiet(8000, 1.0), kind=0x10,
@@ -221,6 +229,9 @@ def test_dtmf_is_received_and_logged(caplog: pytest.LogCaptureFixture) -> None:
     assert log_fields(end)["dtmf"] == "42#"
     assert [log_fields(r)["digit"] for r in caplog.records
             if r.getMessage() == "dtmf"] == ["4", "2", "#"]
+    assert metric("voice_engine_dtmf_digits_total") == digits_before + 3
+    assert metric("voice_engine_calls_ended_total", reason="caller_hangup") == ended_before + 1
+    assert metric("voice_engine_active_calls") == 0
 
 
 def test_max_duration_plays_a_goodbye_then_hangs_up() -> None:
