@@ -333,6 +333,7 @@ class Worker:
             "deltas": stats.deltas,
             "bargeins": stats.bargeins,
             "truncates": stats.truncates,
+            "rephases": stats.rephases,
             "dtmf": "".join(stats.dtmf),
             "underruns": playout.underruns if playout is not None else 0,
             "responses": stats.usage.responses,

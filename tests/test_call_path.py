@@ -170,6 +170,41 @@ def log_fields(record: logging.LogRecord) -> dict[str, Any]:
     return fields
 
 
+def test_pcmu_upstream_carries_an_8k_call_without_resampling(figures: list[str]) -> None:
+    async def main() -> None:
+        async with node(config=make_config(upstream_format="pcmu")) as n:
+            report = await n.call(pcm=speech(8000, 1.0) + quiet(8000, 2.2), kind=0x10)
+            assert report.hangup == caller.CALLER_FINISHED
+            peak, snr = tone_quality(report.received_pcm, 8000, TONE_HZ)
+            assert abs(peak - TONE_HZ) < 5
+            assert snr > 30  # mu-law coding tops out near 38 dB
+            (live,) = n.sim.sessions
+            assert live.core.settings.input_format == "pcmu"
+            assert_clean(n.sim)
+            figures.append(f"call at 8000 Hz over pcmu: tone SNR {snr:.1f} dB")
+
+    run(main())
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_transcripts_are_logged_only_when_asked(on: bool,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        config = make_config(log_transcripts=on, transcription_model="whisper-1")
+        async with node(config=config) as n:
+            await n.call(pcm=speech(8000, 1.0) + quiet(8000, 2.2), kind=0x10)
+
+    with caplog.at_level(logging.INFO, logger="engine"):
+        run(main())
+    (end,) = [log_fields(r) for r in caplog.records if r.getMessage() == "call_ended"]
+    lines = [log_fields(r) for r in caplog.records if r.getMessage() == "transcript"]
+    if on:
+        roles = {role for role, _ in end["transcript"]}
+        assert roles == {"user", "assistant"} and len(lines) == len(end["transcript"])
+    else:
+        assert "transcript" not in end and not lines
+
+
 def ended(worker: Worker) -> dict[str, int]:
     return dict(worker.totals.ended)
 
