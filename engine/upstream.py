@@ -115,6 +115,7 @@ class UpstreamConnection(asyncio.Protocol):
         protocol: ClientProtocol,
         loop: asyncio.AbstractEventLoop,
         *,
+        headers: tuple[tuple[str, str], ...] = (),
         max_send_buffer: int,
         ping_interval: float,
         ping_timeout: float,
@@ -122,6 +123,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._listener = listener
         self._protocol = protocol
         self._loop = loop
+        self._headers = headers
         self.max_send_buffer = max_send_buffer
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -180,6 +182,8 @@ class UpstreamConnection(asyncio.Protocol):
         """Drops the TCP connection at once, without telling the listener (connect failed)."""
         self._notified = True
         self._cancel_pings()
+        if not self.handshake.done():
+            self.handshake.cancel()
         if self.transport is not None:
             self.transport.abort()
 
@@ -189,6 +193,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         request = self._protocol.connect()
         request.headers["User-Agent"] = USER_AGENT
+        for name, value in self._headers:
+            request.headers[name] = value
         self._protocol.send_request(request)
         self._flush()
 
@@ -398,19 +404,10 @@ async def _attempt(
     wsuri = parse_uri(endpoint.url)
     protocol = ClientProtocol(wsuri, max_size=MAX_MESSAGE)
     conn = UpstreamConnection(
-        listener, protocol, loop,
+        listener, protocol, loop, headers=endpoint.headers,
         max_send_buffer=int(options["max_send_buffer"]),
         ping_interval=options["ping_interval"], ping_timeout=options["ping_timeout"],
     )
-    original_request = protocol.connect
-
-    def request_with_headers():  # type: ignore[no-untyped-def]
-        request = original_request()
-        for name, value in endpoint.headers:
-            request.headers[name] = value
-        return request
-
-    protocol.connect = request_with_headers  # type: ignore[method-assign]
     ssl_context = _ssl_context() if wsuri.secure else None
     try:
         async with asyncio.timeout(timeout):
