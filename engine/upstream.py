@@ -18,7 +18,7 @@ import functools
 import os
 import random
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, cast
 from urllib.parse import parse_qsl, quote, urlsplit
 
@@ -51,6 +51,9 @@ __all__ = [
 USER_AGENT = "voice-engine/0.1"
 #: Incoming messages (fragments included) above this size fail the connection.
 MAX_MESSAGE = 16 * 1024 * 1024
+# OpenAI records a client-chosen request id (at most 512 ASCII characters) for support tickets.
+CLIENT_REQUEST_ID = "X-Client-Request-Id"
+MAX_REQUEST_ID = 512
 CLOSE_TIMEOUT = 2.0
 _RETRY_FIRST = 0.1
 _RETRY_CAP = 1.0
@@ -91,6 +94,13 @@ class Endpoint:
         if dialect is Dialect.BETA:
             headers.append(("OpenAI-Beta", "realtime=v1"))
         return cls(build_url(base_url, model), tuple(headers))
+
+    def for_call(self, call_id: str) -> Endpoint:
+        """This endpoint with ``X-Client-Request-Id: call_id``, so the upstream's own records of
+        the session (and the simulator's) carry the AudioSocket call's UUID."""
+        return replace(
+            self, headers=(*self.headers, (CLIENT_REQUEST_ID, call_id[:MAX_REQUEST_ID]))
+        )
 
 
 class UpstreamListener(Protocol):

@@ -144,8 +144,11 @@ class CallConnection(asyncio.Protocol):
         worker = self.worker
         limits = worker.limits
         try:
+            endpoint = worker.endpoint
+            if self.call.uuid is not None:
+                endpoint = endpoint.for_call(str(self.call.uuid))
             conn = await upstream.connect(
-                worker.endpoint, self, open_timeout=limits.open_timeout,
+                endpoint, self, open_timeout=limits.open_timeout,
                 deadline=limits.connect_deadline, max_send_buffer=limits.upstream_send_buffer,
                 ping_interval=limits.ping_interval, ping_timeout=limits.ping_timeout,
             )
