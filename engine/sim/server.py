@@ -15,6 +15,7 @@ import http
 import logging
 import math
 import secrets
+import time
 import urllib.parse
 from typing import Any
 
@@ -36,21 +37,50 @@ from engine.sim.session import (
     StopResponse,
 )
 from engine.sim.validate import sdk_available, shared_validator
+from engine.upstream import CLIENT_REQUEST_ID
 
-__all__ = ["LiveSession", "Simulator"]
+__all__ = ["LiveSession", "SimObserver", "Simulator"]
 
 log = logging.getLogger("engine.sim")
 
 _SESSION_FAULTS = (FaultKind.CLOSE, FaultKind.STALL)
 
 
+class SimObserver:
+    """Hears, with a ``time.monotonic()`` stamp, what the sessions receive and send.
+
+    The load generator uses one to time the engine from the upstream's side; a test can too.
+    The methods do nothing here: override the ones you need. They run inline on the hot path,
+    so they must be cheap and must not raise.
+    """
+
+    def opened(self, live: LiveSession) -> None:
+        """A session's handshake succeeded."""
+
+    def received(self, live: LiveSession, now: float) -> None:
+        """A client message was handled (``live.core`` shows its effect)."""
+
+    def sent(self, live: LiveSession, event: dict[str, Any], now: float) -> None:
+        """A server event (not an audio delta) is about to be sent."""
+
+    def delta_sent(self, live: LiveSession, index: int, now: float) -> None:
+        """Audio delta ``index`` of the active response is about to be sent."""
+
+    def closed(self, live: LiveSession) -> None:
+        """The session is over."""
+
+
 class LiveSession:
     """One open connection: its :class:`SimSession`, its report and its fault switches."""
 
-    def __init__(self, conn: ServerConnection, core: SimSession, config: SimConfig) -> None:
+    def __init__(
+        self, conn: ServerConnection, core: SimSession, config: SimConfig,
+        observer: SimObserver | None = None,
+    ) -> None:
         self.conn = conn
         self.core = core
         self.config = config
+        self.observer = observer
         self.stalled = False
         self._unstalled = asyncio.Event()
         self._stream: asyncio.Task[None] | None = None
@@ -109,7 +139,12 @@ class LiveSession:
 
     async def _send(self, event: dict[str, Any] | bytes) -> None:
         await self._gate()
-        data = event if isinstance(event, bytes) else orjson.dumps(event)
+        if isinstance(event, bytes):
+            data = event
+        else:
+            if self.observer is not None:
+                self.observer.sent(self, event, time.monotonic())
+            data = orjson.dumps(event)
         await self.conn.send(data, text=True)
 
     async def run(self) -> None:
@@ -117,9 +152,13 @@ class LiveSession:
         try:
             for event in self.core.opening():
                 await self._send(event)
+            observer = self.observer
             async for message in self.conn:
                 await self._gate()
-                for out in self.core.receive(message):
+                outs = self.core.receive(message)
+                if observer is not None:
+                    observer.received(self, time.monotonic())
+                for out in outs:
                     await self._dispatch(out)
         except ConnectionClosed:
             pass
@@ -154,6 +193,8 @@ class LiveSession:
             # Counted before the send: a cancel during the send must not under-count audio the
             # peer may already hold, or its valid truncate would look invalid.
             r.mark_sent(i)
+            if self.observer is not None:
+                self.observer.delta_sent(self, i, time.monotonic())
             await self._send(r.delta(i))
         self._stream = None
         for event in self.core.response_tail(r):
@@ -178,6 +219,8 @@ class LiveSession:
                 await task
         if self.report.closed is None:
             self.report.closed = str(self.conn.close_code)
+        if self.observer is not None:
+            self.observer.closed(self)
         logs.event(log, "sim_session_closed", session=self.core.id, closed=self.report.closed,
                    responses=self.report.responses, invalid=len(self.report.invalid),
                    mistakes=len(self.report.mistakes))
@@ -190,8 +233,11 @@ class Simulator:
     for what each connection saw, ``await stop()`` at the end.
     """
 
-    def __init__(self, config: SimConfig | None = None) -> None:
+    def __init__(
+        self, config: SimConfig | None = None, observer: SimObserver | None = None
+    ) -> None:
         self.config = config or SimConfig()
+        self.observer = observer
         self.sessions: list[LiveSession] = []
         self.handshakes: collections.Counter[str] = collections.Counter()
         self._faults: collections.deque[Fault] = collections.deque()
@@ -305,8 +351,11 @@ class Simulator:
         validator = shared_validator(dialect.value, "client") if self._validate else None
         sample = self.config.sample_every if self.config.validation is ValidationMode.SAMPLE else 1
         core = SimSession(self.config, dialect, model, split.path, validator, sample)
-        live = LiveSession(conn, core, self.config)
+        core.report.client_request_id = request.headers.get(CLIENT_REQUEST_ID)
+        live = LiveSession(conn, core, self.config, self.observer)
         self.sessions.append(live)
+        if self.observer is not None:
+            self.observer.opened(live)
         logs.event(log, "sim_session_opened", session=core.id, dialect=dialect.value,
                    model=model, path=split.path)
         for fault in getattr(conn, "sim_faults", ()):

@@ -73,6 +73,7 @@ class SessionReport:
     responses: int = 0
     function_calls: int = 0
     closed: str | None = None
+    client_request_id: str | None = None  # the X-Client-Request-Id header, if any
 
 
 class Response:
@@ -154,6 +155,9 @@ class SimSession:
         self._counter = itertools.count(1)
         self._vad = self._new_vad(0)
         self._input_ms = 0  # all input audio received
+        self.input_samples = 0  # the same, in samples at the input format's rate
+        self.capture: bytearray | None = None  # when set, received input audio (PCM) is kept
+        self.capture_limit = 0  # bytes of PCM that ``capture`` keeps at most
         self._buffer_ms = 0  # input audio since the last commit or clear
         self._user_item: str | None = None
         self._speech_start_ms = 0
@@ -236,7 +240,12 @@ class SimSession:
             pcm = g711.alaw_decode(data)
         else:
             pcm = data
-        ms = len(pcm) // 2 * 1000 // AudioFormat.RATES[fmt]
+        samples = len(pcm) // 2
+        self.input_samples += samples
+        capture = self.capture
+        if capture is not None and len(capture) < self.capture_limit:
+            capture += pcm[: self.capture_limit - len(capture)]
+        ms = samples * 1000 // AudioFormat.RATES[fmt]
         self._input_ms += ms
         self._buffer_ms += ms
         if self.settings.turn_detection is None:

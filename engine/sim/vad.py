@@ -61,9 +61,12 @@ class EnergyVad:
         if not whole:
             return []
         frames = np.frombuffer(data, dtype="<i2", count=whole // 2).astype(np.float64)
-        power = np.mean(np.square(frames.reshape(-1, self.window)), axis=1)
+        frames = frames.reshape(-1, self.window)
+        # One einsum gives each window's sum of squares: a fraction of np.mean's overhead,
+        # which matters when the simulator serves hundreds of sessions for the bench.
+        energy = np.einsum("ij,ij->i", frames, frames)
         events: list[SpeechStarted | SpeechStopped] = []
-        for voiced in (power >= self._threshold_ms).tolist():
+        for voiced in (energy >= self._threshold_ms * self.window).tolist():
             self.received_ms += WINDOW_MS
             if voiced:
                 if not self.in_speech:
