@@ -105,16 +105,6 @@ def run(workers: int, simulator: bool, env_file: Path | None, **flags: Any) -> N
 
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def bench() -> None:
-    """Load-test an engine with many calls (not built yet)."""
-    _not_built(
-        "bench",
-        "the load generator needs the call path; the media core's own benchmark is "
-        "`python benchmarks/resampler.py`",
-    )
-
-
 @main.command()
 @click.option("--simulator", is_flag=True, help="an API key is not required")
 @_env_file_option
@@ -132,9 +122,11 @@ def check(simulator: bool, env_file: Path | None, **flags: Any) -> None:
 
 
 def _register() -> None:
+    from engine.bench.command import command as bench_command
     from engine.dial import command as dial_command
     from engine.sim.command import command as sim_command
 
+    main.add_command(bench_command, "bench")
     main.add_command(dial_command, "dial")
     main.add_command(sim_command, "sim")
 

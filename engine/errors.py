@@ -30,7 +30,9 @@
     │   ├── UpstreamStalled(what, amount)         send queue over its bound, or no pong
     │   └── UpstreamBadEvent(reason)              a message we cannot decode
     ├── ConfigError                configuration is invalid
-    └── NativeExtensionMissing     the compiled media core is not built
+    ├── NativeExtensionMissing     the compiled media core is not built
+    ├── ProcStatError(text, reason)  a /proc/PID/stat line the load generator cannot parse
+    └── BenchError                 a bench run cannot start or place any call
 
 Exceptions carry their fields and build their own message; none ever holds a secret.
 """
@@ -42,6 +44,7 @@ __all__ = [
     "BadOutgoingAudio",
     "BadSampleData",
     "BadWav",
+    "BenchError",
     "ConfigError",
     "DuplicateUuid",
     "EngineError",
@@ -55,6 +58,7 @@ __all__ = [
     "MediaError",
     "NativeExtensionMissing",
     "PeerProtocolError",
+    "ProcStatError",
     "StreamFinished",
     "TruncatedMessage",
     "UnknownKind",
@@ -264,3 +268,14 @@ class NativeExtensionMissing(EngineError):
             "and the Python headers), or set VOICE_ENGINE_IMPL=python to run the slow "
             "plain-Python twins on purpose."
         )
+
+
+class ProcStatError(EngineError):
+    def __init__(self, text: str, reason: str) -> None:
+        self.text = text
+        self.reason = reason
+        super().__init__(f"malformed /proc/PID/stat line {text[:80]!r}: {reason}")
+
+
+class BenchError(EngineError):
+    """A bench run cannot go on: its engine did not start, or no call could be placed."""

@@ -42,7 +42,7 @@ def test_info_names_the_implementation() -> None:
     assert '"event":"media_core"' in out.stderr and '"impl":"native"' in out.stderr
 
 
-@pytest.mark.parametrize("command", ["run", "bench"])
+@pytest.mark.parametrize("command", ["run"])
 def test_unbuilt_commands_refuse(command: str) -> None:
     out = _cli(command, "--workers", "2")
     assert out.returncode == 2

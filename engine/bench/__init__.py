@@ -1,0 +1,1 @@
+"""`voice-engine bench`: the load generator, its measurements and its report."""

@@ -1,0 +1,141 @@
+"""``voice-engine bench``: load an engine with many calls and report how it held them."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+import orjson
+
+from engine.bench.report import BenchResult, render, render_comparison
+from engine.dial import parse_target
+from engine.errors import BenchError, ConfigError
+
+__all__ = ["command", "parse_cpus"]
+
+
+def parse_cpus(text: str) -> frozenset[int]:
+    """``0``, ``0,2`` or ``1-3`` as a set of CPU numbers.
+
+    Raises:
+        ConfigError: the text is not a CPU list.
+    """
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            low, sep, high = part.strip().partition("-")
+            cpus.update(range(int(low), int(high) + 1) if sep else [int(low)])
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a CPU list (like 0, 0,2 or 1-3)") from None
+    if not cpus or min(cpus) < 0:
+        raise ConfigError(f"{text!r} is not a CPU list (like 0, 0,2 or 1-3)")
+    return frozenset(cpus)
+
+
+def _default_pinning() -> tuple[frozenset[int] | None, frozenset[int] | None]:
+    """The engine on the first allowed CPU, the generator on the rest (with two or more)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None, None
+    return frozenset(allowed[:1]), frozenset(allowed[1:])
+
+
+def _progress(line: dict[str, Any]) -> None:
+    cpu = line["engine_cpu_pct"]
+    per_call = line["ms_per_call_s"]
+    text = (f"[{line['t']:6.1f} s] {line['phase']:<4} calls up {line['calls_up']}/"
+            f"{line['calls_placed']}, failed {line['failed']}, dropped {line['dropped']}, "
+            f"frames in {line['rx_fps']}/s"
+            + (f", engine {cpu:.0f} % CPU" if cpu is not None else "")
+            + (f" ({per_call:.3f} ms per call-second)" if per_call is not None else ""))
+    click.echo(text, err=True)
+
+
+@click.command(name="bench", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--calls", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--duration", default=30.0, show_default=True, type=click.FloatRange(min=1),
+              help="seconds to hold every call once all are up")
+@click.option("--ramp", default=50.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="new calls per second until all are up")
+@click.option("--rate", default=8000, show_default=True,
+              type=click.Choice(["8000", "16000", "24000"]), help="AudioSocket rate of the calls")
+@click.option("--upstream-format", default="pcm16", show_default=True,
+              type=click.Choice(["pcm16", "pcmu"]))
+@click.option("--append-ms", default=40, show_default=True, type=click.IntRange(20, 100),
+              help="the engine's APPEND_MS")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--target", default=None, metavar="HOST:PORT",
+              help="load an engine already running there (its upstream must be this "
+                   "bench's simulator for the upstream-side figures)")
+@click.option("--engine-cpus", default=None, metavar="LIST",
+              help="pin the engine to these CPUs (default: the first allowed one)")
+@click.option("--load-cpus", default=None, metavar="LIST",
+              help="pin the generator and simulator to these CPUs (default: the others)")
+@click.option("--no-pin", is_flag=True, help="do not pin anything")
+@click.option("--response-ms", default=3000, show_default=True, type=click.IntRange(100),
+              help="length of each simulated model answer")
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--compare-python", is_flag=True,
+              help="run the same load on the plain-Python media core too and print the ratio")
+@click.option("--floor", is_flag=True,
+              help="load a minimal frame-moving server instead of the engine: this machine's "
+                   "kernel and event-loop floor, to read the engine's CPU against")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.option("--quiet", is_flag=True, help="no progress lines")
+def command(
+    calls: int, duration: float, ramp: float, rate: str, upstream_format: str, append_ms: int,
+    workers: int, target: str | None, engine_cpus: str | None, load_cpus: str | None,
+    no_pin: bool, response_ms: int, seed: int, compare_python: bool, floor: bool,
+    as_json: bool, quiet: bool,
+) -> None:
+    """Load-test an engine: many calls against the built-in Realtime simulator."""
+    from engine.bench.run import BenchOptions, main_loop
+
+    try:
+        pin_engine, pin_load = (None, None) if no_pin else _default_pinning()
+        if engine_cpus:
+            pin_engine = parse_cpus(engine_cpus)
+        if load_cpus:
+            pin_load = parse_cpus(load_cpus)
+        opts = BenchOptions(
+            calls=calls, duration=duration, ramp=ramp, rate=int(rate),
+            upstream_format=upstream_format, append_ms=append_ms, workers=workers,
+            target=parse_target(target) if target else None,
+            engine_cpus=None if target else pin_engine, load_cpus=pin_load,
+            response_ms=response_ms, seed=seed, floor=floor,
+        )
+        if floor and (target or compare_python):
+            raise BenchError("--floor starts its own server; it takes neither --target nor "
+                             "--compare-python")
+    except (ConfigError, BenchError) as exc:
+        raise click.UsageError(str(exc)) from None
+    progress = None if quiet else _progress
+    results: list[BenchResult] = []
+    try:
+        results.append(main_loop(opts, progress))
+        if compare_python:
+            if target:
+                raise BenchError("--compare-python starts its own engines; drop --target")
+            from dataclasses import replace
+
+            results.append(main_loop(replace(opts, impl="python"), progress))
+    except BenchError as exc:
+        click.echo(f"voice-engine bench: {exc}", err=True)
+        sys.exit(1)
+    if as_json:
+        doc: dict[str, Any] = {"native": results[0].as_dict()}
+        if len(results) > 1:
+            doc["python"] = results[1].as_dict()
+            a = results[0].engine_cpu_ms_per_call_s
+            b = results[1].engine_cpu_ms_per_call_s
+            doc["python_to_native_cpu_ratio"] = round(b / a, 2) if a and b else None
+        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(render(results[0]))
+    if len(results) > 1:
+        click.echo("")
+        click.echo(render(results[1]))
+        click.echo("")
+        click.echo(render_comparison(results[0], results[1]))

@@ -1,0 +1,439 @@
+"""One bench run: the engine in its own process, the simulator and the load generator in this one.
+
+:func:`run` starts the engine as ``voice-engine run`` would (pinned to its cores, pointed at
+the simulator, logging to a file), ramps the load generator to the requested calls, holds
+them, samples the engine's CPU and memory from ``/proc`` while it holds, then hangs up, stops
+the engine and returns a :class:`~engine.bench.report.BenchResult`. With ``target`` it loads an
+engine that is already running instead (CPU and memory are then not measured).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+import engine as engine_package
+from engine import logs
+from engine.bench import measure
+from engine.bench.loadgen import CallerTone, LoadGenerator, TalkPattern
+from engine.bench.observe import SimRecorder
+from engine.bench.procstat import ProcessTree
+from engine.bench.report import BenchResult
+from engine.config import FIELDS
+from engine.errors import BenchError
+from engine.sim import SimConfig, Simulator
+from engine.sim.config import ValidationMode
+
+__all__ = ["BenchOptions", "run"]
+
+UP_SAMPLES = {"pcm16": 480, "pcmu": 160}  # upstream samples per 20 ms caller frame
+UP_RATE = {"pcm16": 24000, "pcmu": 8000}
+ENGINE_START_TIMEOUT = 30.0
+ENGINE_STOP_TIMEOUT = 15.0
+_SETTLE = 1.0  # after the ramp, before the hold is measured
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    """Everything one run needs; the CLI fills it in."""
+
+    calls: int = 100
+    duration: float = 30.0
+    ramp: float = 50.0
+    rate: int = 8000
+    upstream_format: str = "pcm16"
+    append_ms: int = 40
+    workers: int = 1
+    impl: str = "native"
+    floor: bool = False  # load the AudioSocket floor server instead of the engine
+    target: tuple[str, int] | None = None
+    engine_cpus: frozenset[int] | None = None
+    load_cpus: frozenset[int] | None = None
+    response_ms: int = 3000
+    sim_pacing: float = 4.0
+    sample_every: int = 200
+    seed: int = 1
+    pattern: TalkPattern = field(default_factory=TalkPattern)
+    tone: CallerTone = field(default_factory=CallerTone)
+    model_tone_hz: float = 440.0
+    extra_env: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.upstream_format not in UP_SAMPLES:
+            raise BenchError(f"upstream format must be pcm16 or pcmu, not {self.upstream_format!r}")
+        if self.calls < 1 or self.duration <= 0 or self.ramp <= 0:
+            raise BenchError("calls, duration and ramp must be positive")
+
+
+class EngineProcess:
+    """``voice-engine run`` in a child process, its log in a file, its tree measured."""
+
+    def __init__(self, opts: BenchOptions, sim_url: str, workdir: Path) -> None:
+        self.opts = opts
+        self.log_path = workdir / "engine.log"
+        env = {k: v for k, v in os.environ.items() if k not in _CONFIG_NAMES}
+        env.update({
+            "OPENAI_API_KEY": "bench-not-a-secret",
+            "OPENAI_REALTIME_URL": sim_url,
+            "UPSTREAM_FORMAT": opts.upstream_format,
+            "APPEND_MS": str(opts.append_ms),
+            "MAX_CONCURRENT_CALLS": str(max(1000, opts.calls * 2)),
+            "MAX_CALL_SECONDS": str(int(opts.duration + opts.calls / opts.ramp + 600)),
+            "LISTEN_HOST": "127.0.0.1",
+            "LISTEN_PORT": str(_free_port()),
+            "LOG_LEVEL": "INFO",
+            "VOICE_ENGINE_IMPL": opts.impl,
+        })
+        env.update(dict(opts.extra_env))
+        # The engine imports the same package this process runs (an installed one or a tree).
+        root = str(Path(engine_package.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        self._log = self.log_path.open("wb")
+        argv = [sys.executable, "-m", "engine", "run", "--workers", str(opts.workers)]
+        if opts.floor:
+            argv = [sys.executable, "-m", "engine.bench.floor", env["LISTEN_PORT"]]
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        if opts.engine_cpus:
+            os.sched_setaffinity(self.proc.pid, opts.engine_cpus)
+        self.tree = ProcessTree(self.proc.pid)
+
+    async def ready(self) -> int:
+        """Waits for the engine's ``listening`` line; returns its port.
+
+        Raises:
+            BenchError: the engine exited or did not listen in time (its last lines say why).
+        """
+        end = time.monotonic() + ENGINE_START_TIMEOUT
+        while time.monotonic() < end:
+            for line in self.lines():
+                if line.get("event") == "listening":
+                    return int(line["port"])
+            if self.proc.poll() is not None:
+                raise BenchError(f"the engine exited with status {self.proc.returncode}: "
+                                 + self.tail())
+            await asyncio.sleep(0.05)
+        raise BenchError(f"the engine did not listen within {ENGINE_START_TIMEOUT:g} s: "
+                         + self.tail())
+
+    def lines(self) -> list[dict[str, Any]]:
+        """The engine's log so far, parsed (lines that are not JSON are kept as text)."""
+        out = []
+        for raw in self.log_path.read_bytes().splitlines():
+            try:
+                doc = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                doc = {"text": raw.decode(errors="replace")}
+            out.append(doc if isinstance(doc, dict) else {"text": str(doc)})
+        return out
+
+    def tail(self, n: int = 5) -> str:
+        text = self.log_path.read_bytes().decode(errors="replace").strip().splitlines()
+        return " | ".join(text[-n:]) or "(no output)"
+
+    async def stop(self) -> int:
+        """SIGTERM, then SIGKILL if it lingers; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            end = time.monotonic() + ENGINE_STOP_TIMEOUT
+            while self.proc.poll() is None and time.monotonic() < end:
+                await asyncio.sleep(0.05)
+            if self.proc.poll() is None:
+                self.proc.kill()
+        status = self.proc.wait()
+        self._log.close()
+        return status
+
+
+def _free_port() -> int:
+    """A loopback port free right now (the engine binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+_CONFIG_NAMES = frozenset(s.env for s in FIELDS) | {"VOICE_ENGINE_IMPL"}
+
+
+@dataclass(slots=True)
+class _Window:
+    """CPU and call-seconds over the hold, sampled once a second."""
+
+    cpu0: tuple[float, float] = (0.0, 0.0)
+    cpu1: tuple[float, float] = (0.0, 0.0)
+    started: float = 0.0
+    ended: float = 0.0
+    call_seconds: float = 0.0
+    rss_peak: int = 0
+    bench_cpu0: float = 0.0
+    bench_cpu1: float = 0.0
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+async def run(opts: BenchOptions, progress: Progress | None = None) -> BenchResult:
+    """Runs the bench once and measures it.
+
+    Raises:
+        BenchError: the engine could not be started, or no call could be placed.
+    """
+    if opts.load_cpus:
+        os.sched_setaffinity(0, opts.load_cpus)
+    recorder = SimRecorder()
+    sim = Simulator(SimConfig(
+        response_ms=opts.response_ms, pacing=opts.sim_pacing, tone_hz=opts.model_tone_hz,
+        validation=ValidationMode.SAMPLE, sample_every=opts.sample_every,
+    ), observer=recorder)
+    await sim.start("127.0.0.1", 0)
+    engine: EngineProcess | None = None
+    with tempfile.TemporaryDirectory(prefix="voice-engine-bench-") as tmp:
+        try:
+            if opts.target is None:
+                engine = EngineProcess(opts, sim.url, Path(tmp))
+                host, port = "127.0.0.1", await engine.ready()
+            else:
+                host, port = opts.target
+            return await _load(opts, host, port, sim, recorder, engine, progress)
+        finally:
+            if engine is not None:
+                await engine.stop()
+            await sim.stop()
+
+
+async def _load(
+    opts: BenchOptions, host: str, port: int, sim: Simulator, recorder: SimRecorder,
+    engine: EngineProcess | None, progress: Progress | None,
+) -> BenchResult:
+    gen = LoadGenerator(host, port, rate=opts.rate,
+                        up_samples_per_frame=UP_SAMPLES[opts.upstream_format],
+                        pattern=opts.pattern, tone=opts.tone, seed=opts.seed)
+    await asyncio.sleep(0.5)
+    rss_idle = engine.tree.rss_bytes() if engine is not None else 0
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    window = _Window()
+    stop_progress = asyncio.Event()
+    reporter = loop.create_task(_progress(gen, engine, began, window, stop_progress, progress))
+    try:
+        await gen.start(opts.calls, opts.ramp)
+        if not gen.live:
+            raise BenchError(f"no call could be placed to {host}:{port} "
+                             f"({gen.failed} failed to connect)")
+        await asyncio.sleep(_SETTLE)
+        window.started = time.monotonic()
+        window.cpu0 = engine.tree.cpu_times() if engine is not None else (0.0, 0.0)
+        window.bench_cpu0 = _own_cpu()
+        last = window.started
+        end = window.started + opts.duration
+        while (now := time.monotonic()) < end:
+            await asyncio.sleep(min(0.5, end - now))
+            now = time.monotonic()
+            window.call_seconds += len(gen.live) * (now - last)
+            last = now
+            if engine is not None:
+                window.rss_peak = max(window.rss_peak, engine.tree.rss_bytes())
+        window.ended = time.monotonic()
+        window.cpu1 = engine.tree.cpu_times() if engine is not None else (0.0, 0.0)
+        window.bench_cpu1 = _own_cpu()
+        held = len(gen.live)
+    finally:
+        stop_progress.set()
+        await reporter
+        await gen.stop()
+    await asyncio.sleep(0.3)
+    engine_lines = engine.lines() if engine is not None else []
+    return _result(opts, gen, sim, recorder, window, rss_idle, held, engine_lines)
+
+
+async def _progress(
+    gen: LoadGenerator, engine: EngineProcess | None, began: float, window: _Window,
+    stop: asyncio.Event, progress: Progress | None,
+) -> None:
+    if progress is None:
+        return
+    loop = asyncio.get_running_loop()
+    cpu_then = engine.tree.cpu_seconds() if engine is not None else 0.0
+    then = time.monotonic()
+    frames_then = 0
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+        now = time.monotonic()
+        cpu = engine.tree.cpu_seconds() if engine is not None else 0.0
+        frames = sum(len(c.trace.rx_times) for c in gen.calls)
+        live = len(gen.live)
+        dt = max(1e-6, now - then)
+        progress({
+            "t": round(loop.time() - began, 1),
+            "phase": "hold" if window.started else "ramp",
+            "calls_up": live,
+            "calls_placed": len(gen.calls),
+            "failed": gen.failed,
+            "dropped": sum(1 for c in gen.calls if c.outcome.ended_by not in (None, "bench",
+                                                                           "connect_failed")),
+            "rx_fps": round((frames - frames_then) / dt),
+            "engine_cpu_pct": round(100 * (cpu - cpu_then) / dt, 1) if engine else None,
+            "ms_per_call_s": round(1000 * (cpu - cpu_then) / dt / live, 3)
+            if engine and live else None,
+        })
+        cpu_then, then, frames_then = cpu, now, frames
+
+
+def _result(
+    opts: BenchOptions, gen: LoadGenerator, sim: Simulator, recorder: SimRecorder,
+    window: _Window, rss_idle: int, held: int, engine_lines: list[dict[str, Any]],
+) -> BenchResult:
+    traces = [c.trace for c in gen.calls if c.outcome.connected]
+    pairs = []
+    for call in gen.calls:
+        entry = recorder.logs.get(str(call.uuid))
+        if call.outcome.connected and entry is not None:
+            pairs.append((call.trace, entry.trace()))
+    first = [d for t, s in pairs for d in measure.first_frame_delays(t, s)]
+    stops = [d for t, s in pairs for d in measure.barge_in_stops(t, s)]
+    newest: list[float] = []
+    oldest: list[float] = []
+    for t, s in pairs:
+        n, o = measure.append_latencies(t, s)
+        newest += n
+        oldest += o
+    connected = sum(1 for c in gen.calls if c.outcome.connected)
+    dropped = [c for c in gen.calls
+               if c.outcome.connected and c.outcome.ended_by not in (None, "bench")]
+    ends = Counter(line.get("reason") for line in engine_lines
+                   if line.get("event") == "call_ended")
+    engine_counts: Counter[str] = Counter()
+    for line in engine_lines:
+        if line.get("event") == "call_ended":
+            for key in ("underruns", "rephases", "bargeins", "truncates"):
+                engine_counts[key] += int(line.get(key) or 0)
+    hold = max(1e-9, window.ended - window.started)
+    user = window.cpu1[0] - window.cpu0[0]
+    system = window.cpu1[1] - window.cpu0[1]
+    cpu = user + system
+    totals = sim.totals()
+    return BenchResult(
+        options={
+            "calls": opts.calls, "duration_s": opts.duration, "ramp_per_s": opts.ramp,
+            "rate": opts.rate, "upstream_format": opts.upstream_format,
+            "append_ms": opts.append_ms, "workers": opts.workers, "impl": opts.impl,
+            "floor": opts.floor,
+            "target": f"{opts.target[0]}:{opts.target[1]}" if opts.target else None,
+            "engine_cpus": sorted(opts.engine_cpus) if opts.engine_cpus else None,
+            "load_cpus": sorted(opts.load_cpus) if opts.load_cpus else None,
+            "response_ms": opts.response_ms, "seed": opts.seed,
+        },
+        calls={
+            "placed": len(gen.calls), "connected": connected, "failed": gen.failed,
+            "held_to_end": held, "dropped": len(dropped),
+            "dropped_how": dict(Counter(c.outcome.ended_by or "" for c in dropped)),
+            "engine_end_reasons": dict(ends),
+        },
+        pacing_in_response=measure.response_pacing(traces),
+        pacing_all=measure.all_pacing(traces),
+        responses=measure.response_count(traces),
+        underruns=measure.underruns(traces),
+        model_share=measure.model_share(traces),
+        first_frame=measure.summary(first),
+        append_newest=measure.summary(newest),
+        append_oldest=measure.summary(oldest),
+        barge_in_stop=measure.summary(stops),
+        barge_ins_attempted=sum(c.talker.barge_ins for c in gen.calls),
+        no_answers=sum(c.talker.no_answers for c in gen.calls),
+        engine_cpu_ms_per_call_s=(1000 * cpu / window.call_seconds
+                                  if opts.target is None and window.call_seconds else None),
+        engine_cpu_pct=100 * cpu / hold if opts.target is None else None,
+        engine_system_share=system / cpu if opts.target is None and cpu else None,
+        engine_rss_idle_mb=rss_idle / 2**20 if opts.target is None else None,
+        engine_kb_per_call=((window.rss_peak - rss_idle) / 1024 / held
+                            if opts.target is None and held else None),
+        hold_s=hold,
+        call_seconds=window.call_seconds,
+        bench_cpu_pct=100 * (window.bench_cpu1 - window.bench_cpu0) / hold,
+        generator_clock={"ticks": gen.clock.ticks, "late_ticks": gen.clock.late_ticks,
+                         "resyncs": gen.clock.resyncs, "max_late_ms": gen.clock.max_late_ms},
+        snr_down_db=_snr_down(gen, opts),
+        snr_up_db=_snr_up(recorder, opts),
+        sim={k: totals[k] for k in ("sessions", "handshakes", "responses", "invalid",
+                                     "truncates", "bad_truncates", "mistakes")}
+        | {"unidentified_sessions": recorder.unidentified},
+        engine_counts=dict(engine_counts),
+    )
+
+
+def _snr_down(gen: LoadGenerator, opts: BenchOptions) -> list[float]:
+    """Tone SNR of the longest captured response on each capturing call."""
+    out = []
+    for call in gen.calls:
+        if call.captures:
+            longest = max(call.captures, key=len)
+            if len(longest) >= 2 * opts.rate * 0.3:
+                out.append(measure.tone_snr(bytes(longest), opts.rate, opts.model_tone_hz))
+    return out
+
+
+def _snr_up(recorder: SimRecorder, opts: BenchOptions) -> list[float]:
+    """Tone SNR of the longest caller turn the simulator captured, per capturing session."""
+    out = []
+    for entry in recorder.logs.values():
+        if entry.capture:
+            rate = entry.input_rate or UP_RATE[opts.upstream_format]
+            turn = _loudest_stretch(bytes(entry.capture), rate)
+            if len(turn) >= 2 * rate * 0.3:
+                out.append(measure.tone_snr(turn, rate, opts.tone.hz))
+    return out
+
+
+def _loudest_stretch(pcm: bytes, rate: int) -> bytes:
+    """The longest stretch of 10 ms blocks that are not silent (one caller turn)."""
+    import numpy as np
+
+    x = np.frombuffer(pcm[: len(pcm) // 2 * 2], "<i2")
+    block = rate // 100
+    n = x.size // block
+    if n == 0:
+        return b""
+    loud = np.abs(x[: n * block].reshape(n, block).astype(np.int32)).max(axis=1) > 64
+    best = (0, 0)
+    start = None
+    for i, on in enumerate(list(loud) + [False]):
+        if on and start is None:
+            start = i
+        elif not on and start is not None:
+            if i - start > best[1] - best[0]:
+                best = (start, i)
+            start = None
+    return x[best[0] * block: best[1] * block].tobytes()
+
+
+def main_loop(opts: BenchOptions, progress: Progress | None) -> BenchResult:
+    """Runs :func:`run` on a fresh uvloop loop (what the CLI calls)."""
+    import uvloop
+
+    logs.setup("WARNING")
+    return uvloop.run(run(opts, progress))

@@ -1,0 +1,171 @@
+"""``voice-engine bench`` end to end: a real engine process, the simulator, the load generator.
+
+Small loads only: these tests check that the tool measures what it says (every figure present
+and sane, the targets judged), never how fast the engine is; that is the bench's own job.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import uvloop
+
+from engine.bench.command import parse_cpus
+from engine.bench.loadgen import PERIOD, CallerTone, Talker, TalkPattern
+from engine.bench.report import BenchResult, render
+from engine.bench.run import BenchOptions, run
+from engine.errors import BenchError, ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Short turns so a few seconds hold several answers and barge-ins.
+BRISK = TalkPattern(speak_s=(0.5, 0.6), pause_s=(0.3, 0.5), barge_in=0.5,
+                    barge_after_s=(0.3, 0.4), barge_speak_s=(0.4, 0.5), first_pause_s=(0.0, 0.3))
+
+
+def _bench(**changes: object) -> BenchResult:
+    opts = BenchOptions(**{"calls": 6, "duration": 5.0, "ramp": 50.0, "response_ms": 1200,
+                           "pattern": BRISK, **changes})  # type: ignore[arg-type]
+    return uvloop.run(run(opts))
+
+
+@pytest.mark.parametrize("upstream_format", ["pcm16", "pcmu"])
+def test_a_small_bench_measures_every_figure(upstream_format: str, figures: list[str]) -> None:
+    r = _bench(upstream_format=upstream_format)
+    assert r.calls["connected"] == 6 and r.calls["failed"] == 0
+    assert r.calls["dropped"] == 0 and r.calls["held_to_end"] == 6
+    assert r.calls["engine_end_reasons"] == {"caller_hangup": 6}
+    assert r.sim["sessions"] == 6 and r.sim["unidentified_sessions"] == 0
+    assert r.sim["invalid"] == 0 and r.sim["bad_truncates"] == 0
+    assert r.responses >= 6 and 0.1 < r.model_share < 0.9
+    assert r.underruns == 0
+    assert r.pacing_in_response.intervals > 100
+    assert r.first_frame.count >= 6 and 0 <= r.first_frame.p50_ms < 50
+    assert r.append_newest.count > 50
+    assert r.append_oldest.p50_ms >= r.append_newest.p50_ms
+    assert r.barge_ins_attempted >= 1 and r.barge_in_stop.count >= 1
+    assert r.barge_in_stop.max_ms < 200  # the engine cut the answer; natural ends are > 1 s
+    assert r.engine_cpu_ms_per_call_s is not None and r.engine_cpu_ms_per_call_s > 0
+    assert r.engine_kb_per_call is not None and r.call_seconds > 20
+    floor_db = 80 if upstream_format == "pcm16" else 30
+    assert r.snr_down_db and min(r.snr_down_db) > floor_db
+    assert r.snr_up_db and min(r.snr_up_db) > floor_db
+    verdicts = r.verdicts()
+    assert verdicts["dropped"] is True and verdicts["underruns"] is True
+    assert verdicts["snr_down_min_db"] is True
+    doc = json.loads(json.dumps(r.as_dict()))
+    assert doc["calls"]["connected"] == 6 and doc["targets"]["dropped"] is True
+    text = render(r)
+    assert "engine CPU" in text and "barge-in" in text and "tone SNR" in text
+    figures.append(
+        f"bench, 6 calls {upstream_format}: first frame p99 {r.first_frame.p99_ms:.2f} ms, "
+        f"barge-in stop max {r.barge_in_stop.max_ms:.2f} ms, tone SNR "
+        f"{min(r.snr_down_db):.1f}/{min(r.snr_up_db):.1f} dB"
+    )
+
+
+def test_the_floor_server_is_measured_the_same_way() -> None:
+    r = _bench(calls=4, duration=2.0, floor=True)
+    assert r.calls["connected"] == 4 and r.calls["dropped"] == 0
+    assert r.engine_cpu_ms_per_call_s is not None and r.engine_cpu_ms_per_call_s >= 0
+    assert r.pacing_all.intervals > 200 and r.responses == 0
+    assert "floor CPU" in render(r)
+
+
+def test_an_engine_that_cannot_start_is_a_clear_error() -> None:
+    with pytest.raises(BenchError, match="not built yet"):
+        _bench(workers=2)
+
+
+def test_nothing_listening_at_the_target_is_a_clear_error() -> None:
+    with pytest.raises(BenchError, match="no call could be placed"):
+        _bench(target=("127.0.0.1", 9), calls=2)
+
+
+def test_the_command_prints_json(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-m", "engine", "bench", "--calls", "2", "--duration", "2",
+         "--json", "--quiet", "--no-pin"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["native"]["calls"]["connected"] == 2
+    assert doc["native"]["options"]["upstream_format"] == "pcm16"
+    assert set(doc["native"]["targets"]) >= {"engine_cpu_ms_per_call_s", "pacing_p99_ms"}
+
+
+# -- the talk pattern and the prebuilt frames ------------------------------------------------
+
+
+def _run_talker(t: Talker, audio: list[bool]) -> list[bool]:
+    return [t.tick(a) for a in audio]
+
+
+def test_a_caller_speaks_listens_and_speaks_again_after_the_answer() -> None:
+    pattern = TalkPattern(speak_s=(0.1, 0.1), pause_s=(0.2, 0.2), barge_in=0.0,
+                          first_pause_s=(0.02, 0.02))
+    t = Talker(pattern, seed=3)
+    # One pause tick, five speech ticks, then 20 ticks of answer, then quiet.
+    heard = [False] * 6 + [True] * 20 + [False] * 40
+    said = _run_talker(t, heard)
+    assert said[:6] == [False] + [True] * 5
+    assert not any(said[6:26]), "a caller that does not barge in stays quiet while answered"
+    quiet_end = 26 + 15  # the answer counts as over after 15 quiet ticks
+    resumed = said.index(True, 26)
+    assert resumed == quiet_end + round(0.2 / PERIOD)
+    assert t.turns == 2 and t.barge_ins == 0 and t.no_answers == 0
+
+
+def test_a_barging_caller_talks_over_the_answer() -> None:
+    pattern = TalkPattern(speak_s=(0.1, 0.1), barge_in=1.0, barge_after_s=(0.1, 0.1),
+                          barge_speak_s=(0.2, 0.2), first_pause_s=(0.02, 0.02))
+    t = Talker(pattern, seed=1)
+    said = _run_talker(t, [False] * 6 + [True] * 8)
+    start = said.index(True, 6)
+    assert start == 6 + round(0.1 / PERIOD) - 1  # five frames of answer heard, then talking
+    assert t.barge_ins == 1
+
+
+def test_an_unanswered_caller_tries_again() -> None:
+    pattern = TalkPattern(speak_s=(0.1, 0.1), no_answer_s=0.5, first_pause_s=(0.02, 0.02))
+    t = Talker(pattern, seed=1)
+    said = _run_talker(t, [False] * 60)
+    assert said.index(True, 6) == 6 + round(0.5 / PERIOD) - 1
+    assert t.no_answers == 1
+
+
+def test_talk_patterns_and_tones_refuse_nonsense() -> None:
+    with pytest.raises(ConfigError):
+        TalkPattern(speak_s=(2.0, 1.0))
+    with pytest.raises(ConfigError):
+        TalkPattern(barge_in=1.5)
+    with pytest.raises(ConfigError):
+        CallerTone(hz=410.0).frame_pcm(8000)  # 8.2 cycles: the frame would not repeat
+
+
+def test_the_caller_tone_frame_repeats_seamlessly() -> None:
+    import numpy as np
+
+    for rate in (8000, 16000, 24000):
+        frame = np.frombuffer(CallerTone().frame_pcm(rate), "<i2").astype(float)
+        two = np.concatenate([frame, frame])
+        t = np.arange(two.size) / rate
+        expected = 32767 * 10 ** (-12 / 20) * np.sin(2 * math.pi * 400 * t)
+        assert np.max(np.abs(two - expected)) <= 0.5 + 1e-9
+
+
+def test_cpu_lists() -> None:
+    assert parse_cpus("0") == {0}
+    assert parse_cpus("0,2") == {0, 2}
+    assert parse_cpus("1-3") == {1, 2, 3}
+    for bad in ("", "a", "-1", "2-x"):
+        with pytest.raises(ConfigError):
+            parse_cpus(bad)
