@@ -1,4 +1,4 @@
-"""The simulator's websockets server: handshake policy, faults, and one adapter per session.
+"""The simulator's WebSocket server: handshake policy, faults, and one adapter per session.
 
 :class:`Simulator` runs in any asyncio loop (the engine's own uvloop with ``--simulator``, or
 standalone with ``voice-engine sim``). The protocol logic lives in
@@ -15,15 +15,17 @@ import http
 import logging
 import math
 import secrets
+import socket
 import time
 import urllib.parse
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
 from engine import logs
 from engine.sim.config import Dialect, Fault, FaultKind, SimConfig, ValidationMode
@@ -44,6 +46,8 @@ __all__ = ["LiveSession", "SimObserver", "Simulator"]
 log = logging.getLogger("engine.sim")
 
 _SESSION_FAULTS = (FaultKind.CLOSE, FaultKind.STALL)
+MAX_MESSAGE = 2**24
+CLOSE_TIMEOUT = 1.0
 
 
 class SimObserver:
@@ -70,22 +74,29 @@ class SimObserver:
         """The session is over."""
 
 
-class LiveSession:
-    """One open connection: its :class:`SimSession`, its report and its fault switches."""
+class LiveSession(asyncio.Protocol):
+    """One connection: websockets' sans-I/O server protocol driven from this ``asyncio.Protocol``.
 
-    def __init__(
-        self, conn: ServerConnection, core: SimSession, config: SimConfig,
-        observer: SimObserver | None = None,
-    ) -> None:
-        self.conn = conn
-        self.core = core
-        self.config = config
-        self.observer = observer
+    No task or coroutine per message (the asyncio server's per-message machinery was most of
+    the simulator's CPU under the bench's load): bytes in, events out, sends written at once.
+    Only a response's paced audio runs as a task. :attr:`core` exists once the handshake is
+    accepted; :attr:`done` resolves when the connection is gone.
+    """
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.config = sim.config
+        self.observer = sim.observer
+        self.protocol = ServerProtocol(max_size=MAX_MESSAGE)
+        self.transport: asyncio.Transport | None = None
+        self.core: SimSession = None  # type: ignore[assignment]  # set when accepted
         self.stalled = False
-        self._unstalled = asyncio.Event()
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._stream: asyncio.Task[None] | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._fragments: list[bytes] | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
 
     @property
     def report(self) -> SessionReport:
@@ -96,12 +107,56 @@ class LiveSession:
     def dialect(self) -> Dialect:
         return self.core.dialect
 
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sim._live.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.protocol.receive_data(data)
+        self._events()
+
+    def eof_received(self) -> bool:
+        self.protocol.receive_eof()
+        self._events()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.sim._live.discard(self)
+        for timer in self._timers:
+            timer.cancel()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        self._stop_stream()
+        for task in list(self._tasks):
+            task.cancel()
+        if self.core is not None:
+            if self.report.closed is None:
+                self.report.closed = str(self.protocol.close_code)
+            if self.observer is not None:
+                self.observer.closed(self)
+            logs.event(log, "sim_session_closed", session=self.core.id,
+                       closed=self.report.closed, responses=self.report.responses,
+                       invalid=len(self.report.invalid), mistakes=len(self.report.mistakes))
+        if not self.done.done():
+            self.done.set_result(None)
+
+    # -- faults and closing -------------------------------------------------------------------
+
     async def close(self, code: int = 1011, reason: str = "simulated server error") -> None:
         """Closes the connection with ``code`` (a stalled one is dropped without a handshake)."""
         if self.stalled:
             self.abort()
-            return
-        await self.conn.close(code, reason)
+        elif self.protocol.state is State.OPEN:
+            self.protocol.send_close(code, reason)
+            self._flush()
+            self._expect_close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.done), CLOSE_TIMEOUT + 1.0)
 
     def stall(self) -> None:
         """Stops reading and sending, without closing: the peer sees silence."""
@@ -109,14 +164,16 @@ class LiveSession:
             return
         self.stalled = True
         self.report.closed = "stalled"
-        transport = self.conn.transport
-        if not transport.is_closing():
+        self._stop_stream()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
             transport.pause_reading()
         logs.event(log, "sim_session_stalled", session=self.core.id)
 
     def abort(self) -> None:
         """Drops the TCP connection at once."""
-        self.conn.transport.abort()
+        if self.transport is not None:
+            self.transport.abort()
 
     def apply(self, fault: Fault) -> None:
         """Schedules a CLOSE or STALL fault ``fault.after_ms`` from now."""
@@ -133,52 +190,107 @@ class LiveSession:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _gate(self) -> None:
-        if self.stalled:
-            await self._unstalled.wait()  # set only when the session is torn down
+    def _expect_close(self) -> None:
+        """The TCP connection should end now; if the peer lingers, it is dropped."""
+        if self._close_timer is None and self.transport is not None:
+            self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.abort)
 
-    async def _send(self, event: dict[str, Any] | bytes) -> None:
-        await self._gate()
+    # -- protocol events ----------------------------------------------------------------------
+
+    def _events(self) -> None:
+        for event in self.protocol.events_received():
+            if isinstance(event, Frame):
+                opcode = event.opcode
+                payload = cast(bytes, event.data)  # bytes as websockets parses them
+                if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                    if event.fin:
+                        self._message(payload)
+                    else:
+                        self._fragments = [payload]
+                elif opcode is Opcode.CONT and self._fragments is not None:
+                    self._fragments.append(payload)
+                    if event.fin:
+                        data, self._fragments = b"".join(self._fragments), None
+                        self._message(data)
+            elif isinstance(event, Request):
+                self._handshake(event)
+        self._flush()
+        if self.protocol.close_expected():
+            self._expect_close()
+
+    def _handshake(self, request: Request) -> None:
+        response = self.sim._process_request(self, request)
+        if response is None:
+            response = self.protocol.accept(request)
+        self.protocol.send_response(response)
+        self._flush()
+        if response.status_code == 101:
+            self._open(request)
+
+    def _open(self, request: Request) -> None:
+        sim = self.sim
+        split = urllib.parse.urlsplit(request.path)
+        model = urllib.parse.parse_qs(split.query).get("model", [None])[0]
+        dialect = sim._dialect(request.headers)
+        validator = shared_validator(dialect.value, "client") if sim._validate else None
+        config = self.config
+        sample = config.sample_every if config.validation is ValidationMode.SAMPLE else 1
+        core = self.core = SimSession(config, dialect, model, split.path, validator, sample)
+        core.report.client_request_id = request.headers.get(CLIENT_REQUEST_ID)
+        sim.sessions.append(self)
+        if self.observer is not None:
+            self.observer.opened(self)
+        logs.event(log, "sim_session_opened", session=core.id, dialect=dialect.value,
+                   model=model, path=split.path)
+        for fault in sim._pending.pop(id(self), ()):
+            self.apply(fault)
+        for event in core.opening():
+            self._send(event)
+
+    def _message(self, data: bytes) -> None:
+        if self.stalled or self.core is None:
+            return
+        outs = self.core.receive(data)
+        if self.observer is not None:
+            self.observer.received(self, time.monotonic())
+        for out in outs:
+            self._dispatch(out)
+
+    def _dispatch(self, out: Any) -> None:
+        if isinstance(out, dict):
+            self._send(out)
+        elif isinstance(out, StartResponse):
+            for event in self.core.response_head(out.response):
+                self._send(event)
+            self._stream = asyncio.get_running_loop().create_task(self._play(out.response))
+        elif isinstance(out, StopResponse):
+            response = self.core.active
+            self._stop_stream()
+            if response is not None:
+                for event in self.core.response_tail(response, out.reason):
+                    self._send(event)
+
+    def _send(self, event: dict[str, Any] | bytes) -> None:
+        if self.stalled or self.protocol.state is not State.OPEN:
+            return
         if isinstance(event, bytes):
             data = event
         else:
             if self.observer is not None:
                 self.observer.sent(self, event, time.monotonic())
             data = orjson.dumps(event)
-        await self.conn.send(data, text=True)
+        self.protocol.send_text(data)
+        self._flush()
 
-    async def run(self) -> None:
-        """Serves the connection until it closes."""
-        try:
-            for event in self.core.opening():
-                await self._send(event)
-            observer = self.observer
-            async for message in self.conn:
-                await self._gate()
-                outs = self.core.receive(message)
-                if observer is not None:
-                    observer.received(self, time.monotonic())
-                for out in outs:
-                    await self._dispatch(out)
-        except ConnectionClosed:
-            pass
-        finally:
-            await self._teardown()
-
-    async def _dispatch(self, out: Any) -> None:
-        if isinstance(out, dict):
-            await self._send(out)
-        elif isinstance(out, StartResponse):
-            # The head goes out from this task, so a cancel read later always follows it.
-            for event in self.core.response_head(out.response):
-                await self._send(event)
-            self._stream = asyncio.get_running_loop().create_task(self._play(out.response))
-        elif isinstance(out, StopResponse):
-            response = self.core.active
-            await self._stop_stream()
-            if response is not None:
-                for event in self.core.response_tail(response, out.reason):
-                    await self._send(event)
+    def _flush(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        for data in self.protocol.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                transport.write_eof()
 
     async def _play(self, r: SimResponse) -> None:
         loop = asyncio.get_running_loop()
@@ -190,40 +302,23 @@ class LiveSession:
             delay = start + i * step - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            # Counted before the send: a cancel during the send must not under-count audio the
+            if self.stalled or self.protocol.state is not State.OPEN:
+                return
+            # Counted before the send: a cancel arriving later must not under-count audio the
             # peer may already hold, or its valid truncate would look invalid.
             r.mark_sent(i)
             if self.observer is not None:
                 self.observer.delta_sent(self, i, time.monotonic())
-            await self._send(r.delta(i))
+            self._send(r.delta(i))
         self._stream = None
         for event in self.core.response_tail(r):
-            await self._send(event)
+            self._send(event)
 
-    async def _stop_stream(self) -> None:
+    def _stop_stream(self) -> None:
+        """Cancels the paced audio: it is suspended in a sleep, so nothing more goes out."""
         task, self._stream = self._stream, None
         if task is not None and not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                await task
-
-    async def _teardown(self) -> None:
-        for timer in self._timers:
-            timer.cancel()
-        self._unstalled.set()
-        with contextlib.suppress(ConnectionClosed):
-            await self._stop_stream()
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                await task
-        if self.report.closed is None:
-            self.report.closed = str(self.conn.close_code)
-        if self.observer is not None:
-            self.observer.closed(self)
-        logs.event(log, "sim_session_closed", session=self.core.id, closed=self.report.closed,
-                   responses=self.report.responses, invalid=len(self.report.invalid),
-                   mistakes=len(self.report.mistakes))
 
 
 class Simulator:
@@ -241,7 +336,9 @@ class Simulator:
         self.sessions: list[LiveSession] = []
         self.handshakes: collections.Counter[str] = collections.Counter()
         self._faults: collections.deque[Fault] = collections.deque()
-        self._server: Server | None = None
+        self._pending: dict[int, list[Fault]] = {}  # session faults, until the handshake ends
+        self._live: set[LiveSession] = set()
+        self._server: asyncio.Server | None = None
         self._host = "127.0.0.1"
         self._port = 0
         self._validate = self.config.validation is not ValidationMode.OFF
@@ -274,11 +371,11 @@ class Simulator:
             dialects = [self.config.dialect] if self.config.dialect else list(Dialect)
             for d in dialects:
                 shared_validator(d.value, "client")
-        self._server = await serve(
-            self._handler, host, port, process_request=self._process_request,
-            compression=None, ping_interval=None, close_timeout=1.0, max_size=2**24,
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: LiveSession(self), host, port, backlog=1024
         )
-        sock = next(iter(self._server.sockets))
+        sock = self._server.sockets[0]
         self._host, self._port = host, sock.getsockname()[1]
         logs.event(log, "sim_listening", url=self.url,
                    dialect=self.config.dialect.value if self.config.dialect else "auto",
@@ -287,14 +384,17 @@ class Simulator:
         return self._port
 
     async def stop(self) -> None:
-        """Closes the listener and every connection; returns when all handlers are done."""
+        """Closes the listener and every connection; returns when all are gone."""
         server, self._server = self._server, None
         if server is None:
             return
-        for live in self.sessions:
-            if live.stalled:
-                live.abort()
-        server.close(close_connections=True)
+        server.close()
+        live = list(self._live)
+        for session in live:
+            if session.stalled or session.core is None:
+                session.abort()
+        await asyncio.gather(*(s.close(1001, "going away") for s in live
+                               if not s.stalled and s.core is not None))
         await server.wait_closed()
         logs.event(log, "sim_stopped", **self.totals())
 
@@ -304,16 +404,18 @@ class Simulator:
             faults.append(self._faults.popleft())
         return faults
 
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+    def _process_request(self, live: LiveSession, request: Request) -> Response | None:
+        """The handshake policy: None accepts; a response refuses (or drops) the connection."""
         faults = self._next_faults()
         kinds = {f.kind: f for f in faults}
+        protocol = live.protocol
         if FaultKind.REFUSE in kinds:
             self.handshakes["refused"] += 1
-            conn.transport.abort()
-            return conn.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "refused\n")
+            live.abort()
+            return protocol.reject(http.HTTPStatus.SERVICE_UNAVAILABLE, "refused\n")
         if FaultKind.RATE_LIMITED in kinds:
             self.handshakes["429"] += 1
-            response = _json_response(conn, http.HTTPStatus.TOO_MANY_REQUESTS,
+            response = _json_response(protocol, http.HTTPStatus.TOO_MANY_REQUESTS,
                                       "Rate limit reached (simulated).", "rate_limit_exceeded",
                                       "requests")
             response.headers["Retry-After"] = f"{kinds[FaultKind.RATE_LIMITED].retry_after:g}"
@@ -321,11 +423,11 @@ class Simulator:
         if FaultKind.UNAUTHORIZED in kinds or not self._authorized(request.headers):
             self.handshakes["401"] += 1
             logs.event(log, "sim_unauthorized", path=urllib.parse.urlsplit(request.path).path)
-            return _json_response(conn, http.HTTPStatus.UNAUTHORIZED,
+            return _json_response(protocol, http.HTTPStatus.UNAUTHORIZED,
                                   "Incorrect API key provided.", "invalid_api_key",
                                   "invalid_request_error")
         self.handshakes["accepted"] += 1
-        conn.sim_faults = [f for f in faults if f.kind in _SESSION_FAULTS]  # type: ignore[attr-defined]
+        self._pending[id(live)] = [f for f in faults if f.kind in _SESSION_FAULTS]
         return None
 
     def _authorized(self, headers: Headers) -> bool:
@@ -341,26 +443,6 @@ class Simulator:
             return self.config.dialect
         beta = headers.get("OpenAI-Beta", "").replace(" ", "").lower()
         return Dialect.BETA if "realtime=v1" in beta else Dialect.GA
-
-    async def _handler(self, conn: ServerConnection) -> None:
-        request = conn.request
-        assert request is not None
-        split = urllib.parse.urlsplit(request.path)
-        model = urllib.parse.parse_qs(split.query).get("model", [None])[0]
-        dialect = self._dialect(request.headers)
-        validator = shared_validator(dialect.value, "client") if self._validate else None
-        sample = self.config.sample_every if self.config.validation is ValidationMode.SAMPLE else 1
-        core = SimSession(self.config, dialect, model, split.path, validator, sample)
-        core.report.client_request_id = request.headers.get(CLIENT_REQUEST_ID)
-        live = LiveSession(conn, core, self.config, self.observer)
-        self.sessions.append(live)
-        if self.observer is not None:
-            self.observer.opened(live)
-        logs.event(log, "sim_session_opened", session=core.id, dialect=dialect.value,
-                   model=model, path=split.path)
-        for fault in getattr(conn, "sim_faults", ()):
-            live.apply(fault)
-        await live.run()
 
     def totals(self) -> dict[str, Any]:
         """Sums over every session, plus handshake outcomes."""
@@ -386,11 +468,11 @@ class Simulator:
 
 
 def _json_response(
-    conn: ServerConnection, status: http.HTTPStatus, message: str, code: str, kind: str
+    protocol: ServerProtocol, status: http.HTTPStatus, message: str, code: str, kind: str
 ) -> Response:
     body = orjson.dumps({"error": {"message": message, "type": kind, "code": code,
                                    "param": None}}).decode()
-    response = conn.respond(status, body)
+    response = protocol.reject(status, body)
     del response.headers["Content-Type"]
     response.headers["Content-Type"] = "application/json"
     return response
