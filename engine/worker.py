@@ -353,6 +353,10 @@ class Worker:
             self._idle.set()
 
 
+# With --simulator the engine may run for days: its simulator keeps the latest sessions only.
+SIM_KEEP_SESSIONS = 100
+
+
 def serve(config: Config, *, simulator: bool = False) -> int:
     """Runs one worker on a uvloop loop until SIGINT or SIGTERM; returns the exit status."""
     import uvloop
@@ -370,7 +374,7 @@ async def _serve(config: Config, simulator: bool) -> int:
     if simulator:
         from engine.sim import SimConfig, Simulator
 
-        sim = Simulator(SimConfig())
+        sim = Simulator(SimConfig(), keep_sessions=SIM_KEEP_SESSIONS)
         await sim.start("127.0.0.1", 0)
         url = sim.url
         logs.event(log, "simulator_started", url=url)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -169,3 +171,36 @@ def test_cpu_lists() -> None:
     for bad in ("", "a", "-1", "2-x"):
         with pytest.raises(ConfigError):
             parse_cpus(bad)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_an_engine_running_elsewhere_is_loaded_through_target(tmp_path: Path) -> None:
+    sim_port, engine_port = _free_port(), _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "sk-not-a-secret",
+           "OPENAI_REALTIME_URL": f"ws://127.0.0.1:{sim_port}/v1/realtime",
+           "LISTEN_PORT": str(engine_port)}
+    log = (tmp_path / "engine.log").open("wb")
+    engine = subprocess.Popen([sys.executable, "-m", "engine", "run"], cwd=tmp_path, env=env,
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(200):
+            if b'"listening"' in (tmp_path / "engine.log").read_bytes():
+                break
+            assert engine.poll() is None, (tmp_path / "engine.log").read_text()
+            time.sleep(0.05)
+        r = _bench(calls=3, duration=3.0, target=("127.0.0.1", engine_port), sim_port=sim_port)
+    finally:
+        engine.terminate()
+        engine.wait(timeout=15)
+        log.close()
+    assert r.calls["connected"] == 3 and r.calls["dropped"] == 0
+    assert r.sim["sessions"] == 3 and r.sim["unidentified_sessions"] == 0
+    assert r.first_frame.count >= 1 and r.snr_down_db
+    assert r.engine_cpu_ms_per_call_s is None and r.engine_kb_per_call is None
+    assert r.verdicts()["engine_cpu_ms_per_call_s"] is None

@@ -761,3 +761,20 @@ def test_without_the_sdk_validation_is_off_with_one_log_line() -> None:
     off = [line for line in lines if line["event"] == "sim_validation_off"]
     assert len(off) == 1 and "openai" in off[0]["reason"]
     assert next(line for line in lines if line["event"] == "sim_listening")["validation"] == "off"
+
+
+def test_a_long_running_simulator_keeps_only_the_latest_sessions() -> None:
+    async def body() -> None:
+        sim = Simulator(FAST, keep_sessions=2)
+        await sim.start()
+        seen = []
+        for _ in range(4):
+            ws, c = await open_client(sim)
+            async with ws:
+                seen.append((await c.recv())["session"]["id"])
+        await sim.stop()
+        assert len(sim.sessions) == 2
+        assert [live.core.id for live in sim.sessions] == seen[2:]
+        assert sim.handshakes["accepted"] == 4
+
+    run(body)

@@ -43,6 +43,9 @@ def _default_pinning() -> tuple[frozenset[int] | None, frozenset[int] | None]:
 
 
 def _progress(line: dict[str, Any]) -> None:
+    if "note" in line:
+        click.echo(line["note"], err=True)
+        return
     cpu = line["engine_cpu_pct"]
     per_call = line["ms_per_call_s"]
     text = (f"[{line['t']:6.1f} s] {line['phase']:<4} calls up {line['calls_up']}/"
@@ -69,6 +72,8 @@ def _progress(line: dict[str, Any]) -> None:
 @click.option("--target", default=None, metavar="HOST:PORT",
               help="load an engine already running there (its upstream must be this "
                    "bench's simulator for the upstream-side figures)")
+@click.option("--sim-port", default=0, show_default=True, type=click.IntRange(0, 65535),
+              help="port of the bench's simulator (0: any free one); fix it for --target")
 @click.option("--engine-cpus", default=None, metavar="LIST",
               help="pin the engine to these CPUs (default: the first allowed one)")
 @click.option("--load-cpus", default=None, metavar="LIST",
@@ -86,7 +91,7 @@ def _progress(line: dict[str, Any]) -> None:
 @click.option("--quiet", is_flag=True, help="no progress lines")
 def command(
     calls: int, duration: float, ramp: float, rate: str, upstream_format: str, append_ms: int,
-    workers: int, target: str | None, engine_cpus: str | None, load_cpus: str | None,
+    workers: int, target: str | None, sim_port: int, engine_cpus: str | None, load_cpus: str | None,
     no_pin: bool, response_ms: int, seed: int, compare_python: bool, floor: bool,
     as_json: bool, quiet: bool,
 ) -> None:
@@ -104,7 +109,7 @@ def command(
             upstream_format=upstream_format, append_ms=append_ms, workers=workers,
             target=parse_target(target) if target else None,
             engine_cpus=None if target else pin_engine, load_cpus=pin_load,
-            response_ms=response_ms, seed=seed, floor=floor,
+            response_ms=response_ms, seed=seed, floor=floor, sim_port=sim_port,
         )
         if floor and (target or compare_python):
             raise BenchError("--floor starts its own server; it takes neither --target nor "

@@ -72,6 +72,7 @@ class BenchOptions:
     tone: CallerTone = field(default_factory=CallerTone)
     model_tone_hz: float = 440.0
     extra_env: tuple[tuple[str, str], ...] = ()
+    sim_port: int = 0
 
     def __post_init__(self) -> None:
         if self.upstream_format not in UP_SAMPLES:
@@ -209,7 +210,10 @@ async def run(opts: BenchOptions, progress: Progress | None = None) -> BenchResu
         response_ms=opts.response_ms, pacing=opts.sim_pacing, tone_hz=opts.model_tone_hz,
         validation=ValidationMode.SAMPLE, sample_every=opts.sample_every,
     ), observer=recorder)
-    await sim.start("127.0.0.1", 0)
+    await sim.start("127.0.0.1", opts.sim_port)
+    if opts.target is not None and progress is not None:
+        progress({"note": f"simulator listening on {sim.url}: the target engine's "
+                          "OPENAI_REALTIME_URL must point there for the upstream-side figures"})
     engine: EngineProcess | None = None
     with tempfile.TemporaryDirectory(prefix="voice-engine-bench-") as tmp:
         try:

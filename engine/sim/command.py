@@ -99,7 +99,7 @@ def command(
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    sim = Simulator(config)
+    sim = Simulator(config, keep_sessions=1000)
     try:
         import uvloop
 

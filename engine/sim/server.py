@@ -325,15 +325,18 @@ class Simulator:
     """A local OpenAI Realtime server for tests and benchmarks.
 
     ``await start()``, point a client at :attr:`url`, read :attr:`sessions` (in arrival order)
-    for what each connection saw, ``await stop()`` at the end.
+    for what each connection saw, ``await stop()`` at the end. ``keep_sessions`` bounds how
+    many of the latest sessions are kept (a long-running simulator must not grow without
+    end); :meth:`totals` covers the kept ones.
     """
 
     def __init__(
-        self, config: SimConfig | None = None, observer: SimObserver | None = None
+        self, config: SimConfig | None = None, observer: SimObserver | None = None,
+        keep_sessions: int | None = None,
     ) -> None:
         self.config = config or SimConfig()
         self.observer = observer
-        self.sessions: list[LiveSession] = []
+        self.sessions: collections.deque[LiveSession] = collections.deque(maxlen=keep_sessions)
         self.handshakes: collections.Counter[str] = collections.Counter()
         self._faults: collections.deque[Fault] = collections.deque()
         self._pending: dict[int, list[Fault]] = {}  # session faults, until the handshake ends
