@@ -44,6 +44,7 @@ def test_a_small_bench_measures_every_figure(upstream_format: str, figures: list
     assert r.calls["dropped"] == 0 and r.calls["held_to_end"] == 6
     assert r.calls["engine_end_reasons"] == {"caller_hangup": 6}
     assert r.sim["sessions"] == 6 and r.sim["unidentified_sessions"] == 0
+    assert r.sim["validating"] is True
     assert r.sim["invalid"] == 0 and r.sim["bad_truncates"] == 0
     assert r.responses >= 6 and 0.1 < r.model_share < 0.9
     assert r.underruns == 0

@@ -219,7 +219,9 @@ def render(r: BenchResult) -> str:
         f"{judged('snr_down_min_db')}; caller→model min {_fmt(snr_up['min'], ' dB', 1)} "
         f"({snr_up['calls']} calls)",
         f"simulator    {r.sim['sessions']} sessions, {r.sim['responses']} responses, "
-        f"{r.sim['invalid']} invalid events (sampled), {r.sim['bad_truncates']} bad truncates, "
+        + (f"{r.sim['invalid']} invalid events (sampled), " if r.sim.get("validating") else
+           "events not validated (the openai package is not installed), ")
+        + f"{r.sim['bad_truncates']} bad truncates, "
         f"{r.no_answers} turns unanswered",
         f"generator    {r.bench_cpu_pct:.0f} % of a core; clock late "
         f"{r.generator_clock['late_ticks']} of {r.generator_clock['ticks']} ticks "

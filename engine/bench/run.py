@@ -385,7 +385,7 @@ def _result(
         snr_up_db=_snr_up(recorder, opts),
         sim={k: totals[k] for k in ("sessions", "handshakes", "responses", "invalid",
                                      "truncates", "bad_truncates", "mistakes")}
-        | {"unidentified_sessions": recorder.unidentified},
+        | {"unidentified_sessions": recorder.unidentified, "validating": sim.validating},
         engine_counts=dict(engine_counts),
     )
 

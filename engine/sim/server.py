@@ -351,6 +351,11 @@ class Simulator:
         return self._port
 
     @property
+    def validating(self) -> bool:
+        """True when client events are checked against the SDK's models (set by start())."""
+        return self._validate
+
+    @property
     def url(self) -> str:
         """The Realtime URL to give a client (without ``?model=``)."""
         host = f"[{self._host}]" if ":" in self._host else self._host
