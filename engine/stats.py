@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Pacing", "pacing", "percentile"]
+__all__ = ["Pacing", "json_ms", "pacing", "percentile"]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -28,6 +28,11 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
+def json_ms(x: float) -> float | None:
+    """A figure in ms as JSON carries it: rounded to the microsecond, NaN as None."""
+    return None if math.isnan(x) else round(x, 3)
+
+
 @dataclass(frozen=True, slots=True)
 class Pacing:
     """Deviation of arrival intervals from the frame period, in ms (NaN with no interval)."""
@@ -39,11 +44,8 @@ class Pacing:
 
     def as_dict(self) -> dict[str, float | int | None]:
         """Plain values for JSON (NaN becomes None)."""
-        def num(x: float) -> float | None:
-            return None if math.isnan(x) else round(x, 3)
-
-        return {"intervals": self.intervals, "p50_ms": num(self.p50_ms),
-                "p99_ms": num(self.p99_ms), "max_ms": num(self.max_ms)}
+        return {"intervals": self.intervals, "p50_ms": json_ms(self.p50_ms),
+                "p99_ms": json_ms(self.p99_ms), "max_ms": json_ms(self.max_ms)}
 
 
 def pacing(intervals: Iterable[float], period: float) -> Pacing:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from engine.stats import Pacing, pacing, percentile
+from engine.stats import Pacing, json_ms, pacing, percentile
 
 __all__ = [
     "CallTrace",
@@ -98,11 +98,8 @@ class Spread:
 
     def as_dict(self) -> dict[str, float | int | None]:
         """Plain values for JSON (NaN becomes None)."""
-        def num(x: float) -> float | None:
-            return None if math.isnan(x) else round(x, 3)
-
-        return {"count": self.count, "p50_ms": num(self.p50_ms),
-                "p99_ms": num(self.p99_ms), "max_ms": num(self.max_ms)}
+        return {"count": self.count, "p50_ms": json_ms(self.p50_ms),
+                "p99_ms": json_ms(self.p99_ms), "max_ms": json_ms(self.max_ms)}
 
 
 def _times(values: array.array[float]) -> npt.NDArray[np.float64]:
