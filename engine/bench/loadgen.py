@@ -1,11 +1,11 @@
 """The load generator: many AudioSocket calls from one process, as Asterisk would make them.
 
-One shared clock (a ``loop.call_at`` timer on absolute 20 ms deadlines) sends one prebuilt
-message per call per tick, the caller's speech or silence, chosen by each call's
-:class:`Talker` (a seeded, sans-I/O talk pattern that listens to what the engine plays back
-and sometimes talks over it). :class:`BenchCall` records, per call, when each frame went out
-and when each frame came back and whether it carried model audio: the raw material of
-:mod:`engine.bench.measure`. Nothing is judged here.
+One shared clock (the engine's own :class:`~engine.pacer.Pacer`: absolute 20 ms deadlines,
+calls spread over phase buckets) sends one prebuilt message per call per tick, the caller's
+speech or silence, chosen by each call's :class:`Talker` (a seeded, sans-I/O talk pattern that
+listens to what the engine plays back and sometimes talks over it). :class:`BenchCall`
+records, per call, when each frame went out and when each frame came back and whether it
+carried model audio: the raw material of :mod:`engine.bench.measure`. Nothing is judged here.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import cast
 from engine._impl import audiosocket
 from engine.bench.measure import CallTrace
 from engine.errors import ConfigError
+from engine.pacer import Pacer
 
 __all__ = ["BenchCall", "CallerTone", "LoadGenerator", "TalkPattern", "Talker"]
 
@@ -31,6 +32,10 @@ FRAME_MS = 20
 PERIOD = FRAME_MS / 1000
 # A late loop sends what is due up to this many frames, then moves its deadlines on.
 _MAX_CATCH_UP = 5
+# Calls are spread over this many phases of the 20 ms tick, as Asterisk's channels are: the
+# generator writes a fifth of them every 4 ms instead of all at once, which keeps its own
+# bursts (and the delay they add to what it timestamps) short.
+SUBTICKS = 5
 # Model audio is over once this many ticks pass without any.
 _QUIET_TICKS = 15
 
@@ -249,17 +254,6 @@ class BenchCall(asyncio.Protocol):
             self.trace.tx_times.append(time.monotonic())
 
 
-@dataclass(slots=True)
-class ClockStats:
-    """How the generator's own clock kept up (a late generator skews what it measures)."""
-
-    ticks: int = 0
-    late_ticks: int = 0
-    resyncs: int = 0
-    max_late_ms: float = 0.0
-    busy_s: float = 0.0  # time spent inside ticks
-
-
 @dataclass
 class LoadGenerator:
     """Makes ``calls`` calls to ``host:port`` at ``ramp`` calls per second and keeps them up.
@@ -279,8 +273,8 @@ class LoadGenerator:
     on_event: Callable[[str, BenchCall], None] | None = None
     calls: list[BenchCall] = field(default_factory=list)
     live: set[BenchCall] = field(default_factory=set)
-    clock: ClockStats = field(default_factory=ClockStats)
     failed: int = 0
+    busy_s: float = 0.0  # time spent sending, inside the clock's callbacks
 
     def __post_init__(self) -> None:
         kind = audiosocket.kind_for_rate(self.rate)
@@ -290,17 +284,14 @@ class LoadGenerator:
         self._silence_msg = audiosocket.encode_audio(kind, self.silence_pcm)
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._t0 = 0.0
-        self._k = 0
+        self.pacer: Pacer | None = None
         self._connecting: set[asyncio.Task[None]] = set()
 
     async def start(self, calls: int, ramp: float) -> None:
         """Places ``calls`` calls, ``ramp`` per second, with the clock running."""
         loop = self._loop = asyncio.get_running_loop()
-        if self._timer is None:
-            self._t0 = loop.time()
-            self._k = 0
-            self._schedule()
+        if self.pacer is None:
+            self.pacer = Pacer(loop.time(), PERIOD, SUBTICKS, _MAX_CATCH_UP)
         begin = loop.time()
         for i in range(calls):
             delay = begin + i / ramp - loop.time()
@@ -326,41 +317,47 @@ class LoadGenerator:
             call.outcome.error = getattr(exc, "strerror", None) or type(exc).__name__
 
     def joined(self, call: BenchCall) -> None:
+        assert self.pacer is not None and self._loop is not None
         self.live.add(call)
+        self.pacer.add(call, self._loop.time())
+        if self._timer is None:
+            self._schedule()
         if self.on_event is not None:
             self.on_event("joined", call)
 
     def left(self, call: BenchCall) -> None:
         self.live.discard(call)
+        if self.pacer is not None:
+            self.pacer.remove(call)
         if self.on_event is not None:
             self.on_event("left", call)
 
     def _schedule(self) -> None:
-        assert self._loop is not None
-        self._timer = self._loop.call_at(self._t0 + (self._k + 1) * PERIOD, self._tick)
+        assert self._loop is not None and self.pacer is not None
+        self._timer = self._loop.call_at(self.pacer.next_deadline(), self._tick)
 
     def _tick(self) -> None:
         loop = self._loop
-        assert loop is not None
+        assert loop is not None and self.pacer is not None
         started = time.monotonic()
-        now = loop.time()
-        due = int((now - self._t0) / PERIOD) - self._k
-        stats = self.clock
-        if due > 1:
-            stats.late_ticks += 1
-            stats.max_late_ms = max(stats.max_late_ms, (due - 1) * FRAME_MS)
-        if due > _MAX_CATCH_UP:
-            stats.resyncs += 1
-            self._k += due - 1
-            due = 1
         speech, silence = self._speech, self._silence_msg
-        for _ in range(max(1, due)):
-            self._k += 1
-            stats.ticks += 1
-            for call in tuple(self.live):
-                call.tick(speech, silence)
-        stats.busy_s += time.monotonic() - started
-        self._schedule()
+        for members, frames in self.pacer.advance(loop.time()):
+            for call in members:
+                for _ in range(frames):
+                    call.tick(speech, silence)
+        self.busy_s += time.monotonic() - started
+        if self.live:
+            self._schedule()
+        else:
+            self._timer = None
+
+    def clock_stats(self) -> dict[str, float]:
+        """How the generator's own clock kept up (a late generator skews what it measures)."""
+        p = self.pacer
+        if p is None:
+            return {"ticks": 0, "late_ticks": 0, "resyncs": 0, "max_late_ms": 0.0}
+        return {"ticks": p.ticks, "late_ticks": p.late_wakeups, "resyncs": p.resyncs,
+                "max_late_ms": round(p.max_lateness * 1000, 3)}
 
     async def stop(self) -> None:
         """Stops the clock and hangs up every call still up."""
