@@ -302,7 +302,7 @@ def test_handshake_timeout_closes_a_silent_connection() -> None:
             writer.close()
             await writer.wait_closed()
             assert ended(n.worker) == {"handshake_timeout": 1}
-            assert n.sim.sessions == []
+            assert not n.sim.sessions
 
     run(main())
 
