@@ -66,7 +66,9 @@ class Clock:
         self.pacer.remove(member)
 
     def rephase(self, member: Member) -> None:
-        self.pacer.rephase(member, self.loop.time())
+        """A response's first audio: the member's frame goes out now or at the nearest phase."""
+        if self.pacer.rephase(member, self.loop.time()):
+            member.tick(1)
 
     def __len__(self) -> int:
         return len(self.pacer)

@@ -13,10 +13,12 @@ Invariants:
 - A late wake-up owes each due bucket one frame per tick deadline it missed, up to
   ``max_catchup`` frames; a longer backlog is dropped (a resync, counted), so a stall never
   turns into a burst the caller's jitter buffer cannot take.
-- A member is in exactly one bucket. ``add`` and ``rephase`` put it in the bucket due
-  soonest, so a new call, or a response's first audio, goes out within one sub-tick.
-- Re-phasing is the only way a member gets two frames closer together than a tick; it is
-  counted, and happens once per response.
+- A member is in exactly one bucket. ``add`` puts it in the bucket due soonest, so a new
+  call's first frame goes out within one sub-tick; ``rephase`` puts it in the bucket nearest
+  in time, so a response's first audio goes out at once or within half a sub-tick, and the
+  interval after it is within half a sub-tick of the period.
+- Re-phasing is the only way a member gets two frames closer together than a tick; it
+  happens once per response, and a move to another bucket is counted.
 """
 
 from __future__ import annotations
@@ -90,16 +92,26 @@ class Pacer:
             del self._buckets[bucket][member]
 
     def rephase(self, member: Any, now: float) -> bool:
-        """Moves ``member`` to the bucket due soonest; False if it is already there."""
+        """Moves ``member`` to the phase nearest ``now``; True when its frame is due at once.
+
+        For a response's first audio, once per response. When the last processed sub-tick is
+        at most half a sub-tick before ``now``, the member joins that bucket and its frame is
+        due now (the adapter sends it at once; the next follows a tick after that sub-tick,
+        at most half a sub-tick off the period). Otherwise it joins the next sub-tick's
+        bucket, due at most half a sub-tick from now. Unknown members are ignored (False).
+        """
         old = self._where.get(member)
-        target = self._next % self.subticks
-        if old is None or old == target:
+        if old is None:
             return False
-        del self._buckets[old][member]
-        self._buckets[target][member] = None
-        self._where[member] = target
-        self.rephases += 1
-        return True
+        last = self._next - 1
+        due_now = last >= 0 and now - (self.t0 + last * self.interval) <= self.interval / 2
+        target = (last if due_now else self._next) % self.subticks
+        if target != old:
+            del self._buckets[old][member]
+            self._buckets[target][member] = None
+            self._where[member] = target
+            self.rephases += 1
+        return due_now
 
     def advance(self, now: float) -> list[tuple[list[Any], int]]:
         """Processes every sub-tick due by ``now``: (members, frames owed) per due bucket."""

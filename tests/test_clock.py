@@ -80,3 +80,43 @@ def test_an_idle_clock_does_not_wake() -> None:
         assert clock._handle is None
 
     run(main())
+
+
+class Stamps:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.times: list[float] = []
+
+    def tick(self, frames: int) -> None:
+        self.times.extend([self.loop.time()] * frames)
+
+
+def test_a_rephase_sends_at_once_or_within_half_a_subtick_and_keeps_the_period() -> None:
+    async def main() -> list[tuple[float, float, float]]:
+        loop = asyncio.get_running_loop()
+        clock = Clock(loop)
+        clock.start()
+        out = []
+        for offset in (0.0007, 0.0013, 0.0029, 0.0037):
+            member = Stamps(loop)
+            clock.add(member)
+            await asyncio.sleep(0.1)
+            # Just after one of the clock's sub-ticks, plus an offset into the next one.
+            last = clock.pacer.next_deadline() - clock.pacer.interval
+            await asyncio.sleep(max(0.0, last + offset - loop.time()))
+            asked = loop.time()
+            before = len(member.times)
+            clock.rephase(member)
+            await asyncio.sleep(0.05)
+            first, second = member.times[before], member.times[before + 1]
+            out.append((asked - last, first - asked, second - first))
+            clock.remove(member)
+        clock.stop()
+        return out
+
+    for since, wait, interval in run(main()):
+        if since <= 0.002:  # within half a sub-tick of the last one: sent from rephase()
+            assert wait == 0, (since, wait)
+        else:
+            assert 0 <= wait <= 0.005, (since, wait)  # the next sub-tick, plus timer slack
+        assert abs(interval - 0.020) <= 0.005, (since, interval)

@@ -48,21 +48,43 @@ def test_a_new_member_starts_within_one_subtick() -> None:
     assert ["b"] in [m for m, _ in pacer.advance(pacer.next_deadline())]
 
 
-def test_rephase_moves_the_next_frame_to_the_next_subtick_once() -> None:
+def served_at(pacer: Pacer, k: int) -> list[object]:
+    """The members served by processing sub-tick ``k`` (and any before it still due)."""
+    return [m for members, _ in pacer.advance(k * SUB) for m in members]
+
+
+def test_rephase_just_after_a_subtick_sends_at_once_and_keeps_the_period() -> None:
+    pacer = Pacer(0.0)
+    pacer.add("a", 0.0)  # joins the bucket of sub-tick 1
+    pacer.add("b", 0.0)
+    assert served_at(pacer, 1) == ["a", "b"]
+    assert served_at(pacer, 2) == []
+    # Half a sub-tick or less after sub-tick 2: "a" is due at once and joins bucket 2.
+    assert pacer.rephase("a", 2 * SUB + 0.4 * SUB) is True
+    assert pacer.rephases == 1
+    assert [served_at(pacer, k) for k in range(3, 8)] == [[], [], [], ["b"], ["a"]]
+    # The interval after the immediate frame: 7 * SUB - 2.4 * SUB = 4.6 sub-ticks = 18.4 ms,
+    # within half a sub-tick (2 ms) of the 20 ms period.
+
+
+def test_rephase_later_in_a_subtick_waits_for_the_next_one() -> None:
     pacer = Pacer(0.0)
     pacer.add("a", 0.0)
-    pacer.add("b", 0.0)
-    pacer.advance(0.0)
-    pacer.advance(SUB)
-    now = SUB + 0.001
-    assert pacer.rephase("b", now) is True
-    served = pacer.advance(2 * SUB)
-    assert served == [(["b"], 1)]
-    # b sits in bucket 2 and sub-tick 3 is next: a second rephase moves it again ...
-    assert pacer.rephase("b", 2 * SUB + 0.001) is True
-    # ... and asking once more before the clock moves changes nothing.
-    assert pacer.rephase("b", 2 * SUB + 0.002) is False
-    assert pacer.rephases == 2
+    served_at(pacer, 1)
+    assert served_at(pacer, 2) == []
+    assert pacer.rephase("a", 2 * SUB + 0.6 * SUB) is False
+    assert served_at(pacer, 3) == ["a"]
+    assert pacer.rephases == 1
+
+
+def test_rephase_into_the_bucket_it_is_in_moves_nothing() -> None:
+    pacer = Pacer(0.0)
+    pacer.add("a", 0.0)
+    served_at(pacer, 1)
+    # Just after its own sub-tick: due at once (its silence went out a moment ago), no move.
+    assert pacer.rephase("a", SUB + 0.1 * SUB) is True
+    assert pacer.rephases == 0
+    assert [served_at(pacer, k) for k in range(2, 7)] == [[], [], [], [], ["a"]]
 
 
 def test_late_wakeup_is_caught_up_within_the_bound() -> None:
