@@ -33,7 +33,8 @@ def _tone(rate: int, ms: int) -> bytes:
 
 def _cases(impl: str) -> dict[str, Callable[[], object]]:
     m: dict[str, ModuleType] = {
-        name: load(impl, name) for name in ("audiosocket", "g711", "playout", "resample")
+        name: load(impl, name)
+        for name in ("audiosocket", "g711", "playout", "resample", "wsframe")
     }
     a = m["audiosocket"]
     frame8 = _tone(8000, 20)
@@ -59,6 +60,7 @@ def _cases(impl: str) -> dict[str, Callable[[], object]]:
     up16 = m["resample"].Resampler(16000, 24000)
     down16 = m["resample"].Resampler(24000, 16000)
     frame16, frame24 = _tone(16000, 20), _tone(24000, 20)
+    frames = m["wsframe"].FrameBuilder()
     return {
         "audiosocket parse 20 ms @8k": parse,
         "audiosocket encode 20 ms @8k": lambda: a.encode_audio(a.KIND_AUDIO_8K, frame8),
@@ -69,7 +71,28 @@ def _cases(impl: str) -> dict[str, Callable[[], object]]:
         "resample 24k->8k 20 ms": lambda: down.process(frame24),
         "resample 16k->24k 20 ms": lambda: up16.process(frame16),
         "resample 24k->16k 20 ms": lambda: down16.process(frame24),
+        "wsframe 40 ms pcm16 append frame": lambda: frames.frame(APPEND_EVENT),
     }
+
+
+# What the upstream sends every 40 ms for pcm16: 1,920 bytes of audio as base64 in JSON.
+APPEND_EVENT = b'{"type":"input_audio_buffer.append","audio":"' + b"A" * 2560 + b'"}'
+
+
+def _websockets_send() -> Callable[[], object]:
+    """websockets' own path for the same frame: ``send_text`` then ``data_to_send``."""
+    from websockets.client import ClientProtocol
+    from websockets.protocol import State
+    from websockets.uri import parse_uri
+
+    protocol = ClientProtocol(parse_uri("ws://localhost/"))
+    protocol.state = State.OPEN
+
+    def send() -> object:
+        protocol.send_text(APPEND_EVENT)
+        return protocol.data_to_send()
+
+    return send
 
 
 def _time(fn: Callable[[], object], seconds: float) -> float:
@@ -104,14 +127,16 @@ def main() -> None:
             t_runs.append(_time(twin[name], args.seconds / 4))
         n_us, t_us = statistics.median(n_runs), statistics.median(t_runs)
         rows.append({"case": name, "native_us": n_us, "python_us": t_us, "ratio": t_us / n_us})
+    ws_us = statistics.median(_time(_websockets_send(), args.seconds) for _ in range(ROUNDS))
     if args.json:
-        print(orjson.dumps({"machine": platform.processor() or platform.machine(), "rows": rows})
-              .decode())
+        print(orjson.dumps({"machine": platform.processor() or platform.machine(), "rows": rows,
+                            "websockets_send_text_us": ws_us}).decode())
         return
     print("| operation | native µs | twin µs | twin / native |")
     print("|---|---:|---:|---:|")
     for r in rows:
         print(f"| {r['case']} | {r['native_us']:.3f} | {r['python_us']:.1f} | {r['ratio']:.0f}× |")
+    print(f"\nwebsockets send_text + data_to_send, the same append frame: {ws_us:.3f} µs")
 
 
 if __name__ == "__main__":

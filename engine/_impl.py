@@ -16,9 +16,9 @@ from types import ModuleType
 
 from engine.errors import ConfigError, NativeExtensionMissing
 
-__all__ = ["IMPL", "MODULES", "audiosocket", "g711", "load", "playout", "resample"]
+__all__ = ["IMPL", "MODULES", "audiosocket", "g711", "load", "playout", "resample", "wsframe"]
 
-MODULES = ("audiosocket", "g711", "playout", "resample")
+MODULES = ("audiosocket", "g711", "playout", "resample", "wsframe")
 _PACKAGES = {"native": "engine._native", "python": "engine._pure"}
 
 
@@ -47,3 +47,4 @@ audiosocket = load(IMPL, "audiosocket")
 g711 = load(IMPL, "g711")
 playout = load(IMPL, "playout")
 resample = load(IMPL, "resample")
+wsframe = load(IMPL, "wsframe")

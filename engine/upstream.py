@@ -28,6 +28,7 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from engine._impl import wsframe
 from engine.errors import (
     UpstreamAuthFailed,
     UpstreamBadEvent,
@@ -148,6 +149,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self._frames = wsframe.FrameBuilder()
         self._ping_data = b""
 
     # -- public ------------------------------------------------------------------------------
@@ -165,10 +167,13 @@ class UpstreamConnection(asyncio.Protocol):
         """
         if self._protocol.state is not State.OPEN or self._closing:
             return
-        self._protocol.send_text(data)
-        self._flush()
         transport = self.transport
-        if transport is not None:
+        if transport is not None and not transport.is_closing():
+            # Our own frame, not websockets' send_text: one native pass, and masks from a
+            # pooled random source instead of a getrandom call per frame. The protocol keeps
+            # no state about data frames we send, and its own output (pongs, close) is
+            # flushed as soon as it arises, so the byte order on the wire is unchanged.
+            transport.write(self._frames.frame(data))
             waiting = transport.get_write_buffer_size()
             if waiting > self.max_send_buffer:
                 self._fail(UpstreamStalled("send buffer", waiting))

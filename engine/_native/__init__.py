@@ -1,1 +1,1 @@
-"""The compiled media core (Cython). Each module has a plain-Python twin in ``engine._pure``."""
+"""The compiled hot paths (Cython). Each module has a plain-Python twin in ``engine._pure``."""
