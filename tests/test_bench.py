@@ -6,9 +6,11 @@ and sane, the targets judged), never how fast the engine is; that is the bench's
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import uvloop
 
 from engine.bench.command import parse_cpus
 from engine.bench.loadgen import PERIOD, CallerTone, Talker, TalkPattern
+from engine.bench.procstat import ProcessTree
 from engine.bench.report import BenchResult, render
 from engine.bench.run import BenchOptions, run
 from engine.errors import BenchError, ConfigError
@@ -205,3 +208,28 @@ def test_an_engine_running_elsewhere_is_loaded_through_target(tmp_path: Path) ->
     assert r.first_frame.count >= 1 and r.snr_down_db
     assert r.engine_cpu_ms_per_call_s is None and r.engine_kb_per_call is None
     assert r.verdicts()["engine_cpu_ms_per_call_s"] is None
+
+
+def test_an_engine_that_dies_mid_run_is_reported() -> None:
+    def engine_pid() -> int | None:
+        for pid in ProcessTree(os.getpid()).pids()[1:]:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"engine\x00run" in cmdline:
+                return pid
+        return None
+
+    async def kill_soon() -> BenchResult:
+        task = asyncio.ensure_future(run(BenchOptions(calls=3, duration=4.0, pattern=BRISK)))
+        while (pid := engine_pid()) is None:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(2.5)
+        os.kill(pid, signal.SIGKILL)
+        return await task
+
+    r = uvloop.run(kill_soon())
+    assert r.calls["dropped"] == 3
+    assert "exited with status -9" in r.calls["engine_exit"]
+    assert "ENGINE FAILED" in render(r)

@@ -230,6 +230,8 @@ def render(r: BenchResult) -> str:
     if c["engine_end_reasons"]:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(c["engine_end_reasons"].items()))
         lines.append(f"engine ends  {reasons}")
+    if c.get("engine_exit"):
+        lines.append(f"ENGINE FAILED: {c['engine_exit']}")
     if r.bench_cpu_pct > 90 or r.generator_clock["late_ticks"] > r.generator_clock["ticks"] / 100:
         lines.append("WARNING: the generator and simulator were near saturation; their own "
                      "delays are in the timing figures. Fewer calls, or more CPUs for them.")

@@ -271,7 +271,11 @@ async def _load(
         await gen.stop()
     await asyncio.sleep(0.3)
     engine_lines = engine.lines() if engine is not None else []
-    return _result(opts, gen, sim, recorder, window, rss_idle, held, engine_lines)
+    result = _result(opts, gen, sim, recorder, window, rss_idle, held, engine_lines)
+    if engine is not None and engine.proc.poll() is not None:
+        result.calls["engine_exit"] = (f"the engine exited with status {engine.proc.returncode} "
+                                       f"during the run: {engine.tail()}")
+    return result
 
 
 async def _progress(
