@@ -239,3 +239,15 @@ def test_summary_in_ms() -> None:
     assert s == Spread(100, 50.0, 99.0, 100.0)
     assert s.as_dict() == {"count": 100, "p50_ms": 50.0, "p99_ms": 99.0, "max_ms": 100.0}
     assert summary([]).as_dict() == {"count": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
+
+
+def test_response_pacing_stops_at_a_barge_in() -> None:
+    # 20 ms frames of audio, then a barge-in at 0.105 s and the faded tail 2 ms later.
+    times = [0.02 * i for i in range(6)] + [0.102]
+    times.sort()
+    trace = CallTrace(array.array("d", times), bytearray([1] * len(times)), array.array("d"), 480)
+    uncut = response_pacing([trace])
+    cut = response_pacing([trace], cuts=[[0.101]])
+    assert uncut.max_ms == pytest.approx(18.0)
+    assert cut.intervals == 5 and cut.max_ms == pytest.approx(0.0, abs=1e-9)
+    assert response_pacing([trace], cuts=[[5.0]]) == uncut  # a cut outside every run

@@ -127,14 +127,26 @@ def runs(trace: CallTrace, max_gap: int = 10) -> list[Run]:
 
 
 def response_pacing(
-    traces: Iterable[CallTrace], max_gap: int = 10, period: float = FRAME_PERIOD
+    traces: Iterable[CallTrace], max_gap: int = 10, period: float = FRAME_PERIOD,
+    cuts: Iterable[Sequence[float]] | None = None,
 ) -> Pacing:
-    """Pacing of the arrival intervals between consecutive frames inside the same run."""
+    """Pacing of the arrival intervals between consecutive frames inside the same run.
+
+    ``cuts`` gives, per trace, the times the caller barged in (the simulator's
+    ``speech_started``): a run is judged only up to the first cut inside it, because the faded
+    tail after a barge-in is sent early on purpose and is not part of the paced response.
+    """
     intervals: list[float] = []
+    cut_lists = iter(cuts) if cuts is not None else None
     for trace in traces:
         times = _times(trace.rx_times)
+        cut = sorted(next(cut_lists)) if cut_lists is not None else []
         for run in runs(trace, max_gap):
-            intervals.extend(np.diff(times[run.first:run.last + 1]).tolist())
+            stretch = times[run.first:run.last + 1]
+            j = bisect_right(cut, float(stretch[0]))
+            if j < len(cut) and cut[j] <= stretch[-1]:
+                stretch = stretch[stretch <= cut[j]]
+            intervals.extend(np.diff(stretch).tolist())
     return pacing(intervals, period)
 
 

@@ -322,6 +322,7 @@ def _result(
         entry = recorder.logs.get(str(call.uuid))
         if call.outcome.connected and entry is not None:
             pairs.append((call.trace, entry.trace()))
+    cuts = {id(t): s.speech_started for t, s in pairs}
     first = [d for t, s in pairs for d in measure.first_frame_delays(t, s)]
     stops = [d for t, s in pairs for d in measure.barge_in_stops(t, s)]
     newest: list[float] = []
@@ -362,7 +363,8 @@ def _result(
             "dropped_how": dict(Counter(c.outcome.ended_by or "" for c in dropped)),
             "engine_end_reasons": dict(ends),
         },
-        pacing_in_response=measure.response_pacing(traces),
+        pacing_in_response=measure.response_pacing(
+            traces, cuts=[cuts.get(id(t), ()) for t in traces]),
         pacing_all=measure.all_pacing(traces),
         responses=measure.response_count(traces),
         underruns=measure.underruns(traces),
