@@ -98,7 +98,9 @@ class StartPacing:
 
 @dataclass(frozen=True, slots=True)
 class Rephase:
-    """A response's first audio is buffered: move the call to the sub-tick due soonest."""
+    """The call's next frame should go out now, not at its next tick: a response's first audio
+    is buffered, or a barge-in left a faded tail. The clock sends it at once or at the nearest
+    sub-tick and keeps the period from there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,6 +485,9 @@ class Call:
             item_id, played_ms = cleared
             self.to_upstream.append(self._encoder.truncate(item_id, played_ms))
             self.stats.truncates += 1
+            # The faded tail goes out now, not at this call's next tick up to 20 ms away: the
+            # caller hears the model stop as soon as it heard the caller.
+            self._actions.append(Rephase())
         logs.event(log, "barge_in", logging.DEBUG, call=self._id(), cleared=cleared)
 
     def _cancel_current(self) -> None:

@@ -205,6 +205,7 @@ def test_barge_in_clears_truncates_what_was_played_and_cancels_if_needed(interru
     assert truncate["item_id"] == "item_1" and truncate["content_index"] == 0
     assert 200 <= truncate["audio_end_ms"] <= 210
     assert call.stats.bargeins == 1
+    assert Rephase() in call.actions()  # the faded tail is sent at once, not at the next tick
     call.upstream_message(delta(tone(24000, 500)))
     assert call.stats.dropped_deltas == 1
     frames = [call.next_frame() for _ in range(3)]
