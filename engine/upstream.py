@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
+from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
@@ -332,14 +333,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.abort()
 
     def _flush(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        for data in self._protocol.data_to_send():
-            if data:
-                transport.write(data)
-            elif transport.can_write_eof():
-                transport.write_eof()
+        write_output(self._protocol, self.transport)
 
     def _expect_close(self) -> None:
         """The peer should close TCP now; if it does not within the deadline, we do."""
@@ -374,6 +368,17 @@ class UpstreamConnection(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         self._ping_timer = self._pong_timer = None
+
+
+def write_output(protocol: WsProtocol, transport: asyncio.Transport | None) -> None:
+    """Writes what a websockets sans-I/O protocol has to send; an empty chunk is its EOF."""
+    if transport is None or transport.is_closing():
+        return
+    for data in protocol.data_to_send():
+        if data:
+            transport.write(data)
+        elif transport.can_write_eof():
+            transport.write_eof()
 
 
 @functools.cache

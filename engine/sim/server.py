@@ -39,7 +39,7 @@ from engine.sim.session import (
     StopResponse,
 )
 from engine.sim.validate import sdk_available, shared_validator
-from engine.upstream import CLIENT_REQUEST_ID
+from engine.upstream import CLIENT_REQUEST_ID, write_output
 
 __all__ = ["LiveSession", "SimObserver", "Simulator"]
 
@@ -283,14 +283,7 @@ class LiveSession(asyncio.Protocol):
         self._flush()
 
     def _flush(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        for data in self.protocol.data_to_send():
-            if data:
-                transport.write(data)
-            elif transport.can_write_eof():
-                transport.write_eof()
+        write_output(self.protocol, self.transport)
 
     async def _play(self, r: SimResponse) -> None:
         loop = asyncio.get_running_loop()
