@@ -19,7 +19,7 @@ import os
 import random
 import ssl
 from dataclasses import dataclass, replace
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from websockets.client import ClientProtocol
@@ -150,7 +150,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
-        self._frames = wsframe.FrameBuilder()
+        self._frames = _frame_builder()
         self._ping_data = b""
 
     # -- public ------------------------------------------------------------------------------
@@ -379,6 +379,16 @@ def write_output(protocol: WsProtocol, transport: asyncio.Transport | None) -> N
             transport.write(data)
         elif transport.can_write_eof():
             transport.write_eof()
+
+
+@functools.cache
+def _frame_builder() -> Any:  # wsframe.FrameBuilder of the chosen implementation
+    """One per process: its random pool serves every call (one refill per 1,024 frames)."""
+    return wsframe.FrameBuilder()
+
+
+# A forked worker must not replay its parent's pool of mask bytes.
+os.register_at_fork(after_in_child=_frame_builder.cache_clear)
 
 
 @functools.cache

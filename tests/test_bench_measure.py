@@ -20,6 +20,8 @@ from engine.bench.measure import (
     append_latencies,
     barge_in_stops,
     first_frame_delays,
+    loud_stretches,
+    loudest_stretch,
     model_share,
     response_count,
     response_pacing,
@@ -251,3 +253,13 @@ def test_response_pacing_stops_at_a_barge_in() -> None:
     assert uncut.max_ms == pytest.approx(18.0)
     assert cut.intervals == 5 and cut.max_ms == pytest.approx(0.0, abs=1e-9)
     assert response_pacing([trace], cuts=[[5.0]]) == uncut  # a cut outside every run
+
+
+def test_loud_stretches_find_each_turn_and_the_longest() -> None:
+    rate = 8000
+    tone = (np.sin(2 * np.pi * 400 * np.arange(rate) / rate) * 8000).astype("<i2")
+    quiet = np.zeros(rate // 2, "<i2")
+    pcm = np.concatenate([quiet, tone[:1600], quiet, tone, quiet]).tobytes()
+    assert loud_stretches(pcm, rate) == [(4000, 1600), (9600, 8000)]
+    assert loudest_stretch(pcm, rate) == tone.tobytes()
+    assert loudest_stretch(bytes(2 * rate), rate) == b""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import uvloop
 
 from engine import caller, upstream
 from engine._impl import audiosocket
+from engine.bench import measure
 from engine.call import CallSettings
 from engine.config import Config
 from engine.metrics import METRICS
@@ -44,26 +44,7 @@ def quiet(rate: int, seconds: float) -> bytes:
 
 def loud_runs(pcm: bytes, rate: int) -> list[tuple[int, int]]:
     """(first sample, samples) of each run of 10 ms blocks with audio in them."""
-    x = np.frombuffer(pcm, "<i2").astype(np.float64)
-    block = rate // 100
-    blocks = x[: x.size // block * block].reshape(-1, block)
-    loud = np.sqrt(np.mean(blocks**2, axis=1)) > 300
-    runs, start = [], None
-    for i, flag in enumerate([*loud, False]):
-        if flag and start is None:
-            start = i
-        elif not flag and start is not None:
-            runs.append((start * block, (i - start) * block))
-            start = None
-    return runs
-
-
-def loudest_run(pcm: bytes, rate: int) -> np.ndarray:
-    """The samples of the longest run with audio (one response's audio)."""
-    runs = loud_runs(pcm, rate)
-    assert runs, "no audio came back"
-    first, length = max(runs, key=lambda r: r[1])
-    return np.frombuffer(pcm, "<i2")[first:first + length].astype(np.float64)
+    return measure.loud_stretches(pcm, rate)
 
 
 def tone_quality(pcm: bytes, rate: int, freq: float) -> tuple[float, float]:
@@ -71,16 +52,13 @@ def tone_quality(pcm: bytes, rate: int, freq: float) -> tuple[float, float]:
 
     50 ms at each end are left out: the edges of a response are not a steady tone.
     """
-    run_ = loudest_run(pcm, rate)
-    seg = run_[rate // 20: run_.size - rate // 20]
+    run_ = measure.loudest_stretch(pcm, rate)
+    assert run_, "no audio came back"
+    seg = np.frombuffer(run_, "<i2").astype(np.float64)[rate // 20: len(run_) // 2 - rate // 20]
     assert seg.size > rate // 10, "the response was too short to measure"
     spectrum = np.abs(np.fft.rfft(seg * np.hanning(seg.size)))
     peak = float(np.argmax(spectrum) * rate / seg.size)
-    t = np.arange(seg.size) / rate
-    basis = np.column_stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t)])
-    coef, *_ = np.linalg.lstsq(basis, seg, rcond=None)
-    noise = seg - basis @ coef
-    return peak, 10 * math.log10(float(np.sum((basis @ coef) ** 2)) / float(np.sum(noise**2)))
+    return peak, measure.tone_snr(run_, rate, freq)
 
 
 @dataclass

@@ -17,7 +17,6 @@ import socket
 import time
 import uuid as uuidlib
 from array import array
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -164,7 +163,6 @@ class BenchCall(asyncio.Protocol):
 
     def __init__(self, gen: LoadGenerator, index: int) -> None:
         self.gen = gen
-        self.index = index
         self.uuid = uuidlib.UUID(int=gen.seed_uuid + index)
         self.talker = Talker(gen.pattern, gen.seed * 1_000_003 + index)
         self.trace = CallTrace(array("d"), bytearray(), array("d"), gen.up_samples_per_frame)
@@ -177,8 +175,6 @@ class BenchCall(asyncio.Protocol):
         self.captures: list[bytearray] = []  # the first responses' audio, on a few calls
         self._capture = index < gen.capture_calls
         self._capturing: bytearray | None = None
-        self.connected_at: float | None = None
-        self.ended_at: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
@@ -186,7 +182,6 @@ class BenchCall(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.connected_at = time.monotonic()
         self.outcome.connected = True
         transport.write(b"\x01\x00\x10" + self.uuid.bytes)
         self.gen.joined(self)
@@ -233,11 +228,15 @@ class BenchCall(asyncio.Protocol):
         if self.outcome.ended_by is None:
             self.outcome.ended_by = how
             self.outcome.error = error
-            self.ended_at = time.monotonic()
             self.gen.left(self)
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.close()
+
+    @property
+    def dropped(self) -> bool:
+        """The call was up and ended other than by the bench hanging up."""
+        return self.outcome.connected and self.outcome.ended_by not in (None, "bench")
 
     def hang_up(self) -> None:
         """The caller ends the call the way Asterisk does: it closes the socket."""
@@ -270,11 +269,9 @@ class LoadGenerator:
     tone: CallerTone = field(default_factory=CallerTone)
     seed: int = 1
     capture_calls: int = 20
-    on_event: Callable[[str, BenchCall], None] | None = None
     calls: list[BenchCall] = field(default_factory=list)
     live: set[BenchCall] = field(default_factory=set)
     failed: int = 0
-    busy_s: float = 0.0  # time spent sending, inside the clock's callbacks
 
     def __post_init__(self) -> None:
         kind = audiosocket.kind_for_rate(self.rate)
@@ -322,15 +319,11 @@ class LoadGenerator:
         self.pacer.add(call, self._loop.time())
         if self._timer is None:
             self._schedule()
-        if self.on_event is not None:
-            self.on_event("joined", call)
 
     def left(self, call: BenchCall) -> None:
         self.live.discard(call)
         if self.pacer is not None:
             self.pacer.remove(call)
-        if self.on_event is not None:
-            self.on_event("left", call)
 
     def _schedule(self) -> None:
         assert self._loop is not None and self.pacer is not None
@@ -339,13 +332,11 @@ class LoadGenerator:
     def _tick(self) -> None:
         loop = self._loop
         assert loop is not None and self.pacer is not None
-        started = time.monotonic()
         speech, silence = self._speech, self._silence_msg
         for members, frames in self.pacer.advance(loop.time()):
             for call in members:
                 for _ in range(frames):
                     call.tick(speech, silence)
-        self.busy_s += time.monotonic() - started
         if self.live:
             self._schedule()
         else:

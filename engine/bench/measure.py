@@ -32,6 +32,8 @@ __all__ = [
     "append_latencies",
     "barge_in_stops",
     "first_frame_delays",
+    "loud_stretches",
+    "loudest_stretch",
     "model_share",
     "response_count",
     "response_pacing",
@@ -256,6 +258,34 @@ def tone_snr(
     if signal == 0.0:
         return -math.inf
     return 10.0 * math.log10(signal / noise)
+
+
+def loud_stretches(pcm: bytes, rate: int, threshold_rms: float = 300.0) -> list[tuple[int, int]]:
+    """(first sample, samples) of each run of 10 ms blocks of int16 ``pcm`` above ``threshold_rms``.
+
+    One response's audio at the caller, or one caller turn at the upstream.
+    """
+    x = np.frombuffer(pcm, "<i2", count=len(pcm) // 2).astype(np.float64)
+    block = rate // 100
+    blocks = x[: x.size // block * block].reshape(-1, block)
+    loud = np.sqrt(np.mean(blocks**2, axis=1)) > threshold_rms
+    found, start = [], None
+    for i, flag in enumerate([*loud.tolist(), False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            found.append((start * block, (i - start) * block))
+            start = None
+    return found
+
+
+def loudest_stretch(pcm: bytes, rate: int) -> bytes:
+    """The samples of the longest of :func:`loud_stretches` (empty when there is none)."""
+    found = loud_stretches(pcm, rate)
+    if not found:
+        return b""
+    first, length = max(found, key=lambda stretch: stretch[1])
+    return pcm[2 * first: 2 * (first + length)]
 
 
 def summary(values_s: Sequence[float]) -> Spread:

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.bench.measure import SimTrace
-from engine.sim.response_audio import AudioFormat
 from engine.sim.server import LiveSession, SimObserver
 
 __all__ = ["SessionLog", "SimRecorder"]
 
 SPEECH_STARTED = "input_audio_buffer.speech_started"
+MAX_INPUT_RATE = 24000  # pcm16; a pcmu session captures more seconds in the same bytes
 
 
 @dataclass(slots=True)
@@ -29,7 +29,6 @@ class SessionLog:
     append_times: array = field(default_factory=lambda: array("d"))
     append_samples: array = field(default_factory=lambda: array("q"))
     capture: bytearray | None = None
-    input_rate: int = 0
 
     def trace(self) -> SimTrace:
         """The log as :mod:`engine.bench.measure` takes it."""
@@ -61,7 +60,7 @@ class SimRecorder(SimObserver):
         if self._captured < self._capture_sessions:
             self._captured += 1
             entry.capture = live.core.capture = bytearray()
-            live.core.capture_limit = int(2 * 24000 * self._capture_seconds)
+            live.core.capture_limit = int(2 * MAX_INPUT_RATE * self._capture_seconds)
 
     def received(self, live: LiveSession, now: float) -> None:
         entry = self._by_live.get(id(live))
@@ -85,6 +84,4 @@ class SimRecorder(SimObserver):
                 entry.first_deltas.append(now)
 
     def closed(self, live: LiveSession) -> None:
-        entry = self._by_live.pop(id(live), None)
-        if entry is not None:
-            entry.input_rate = AudioFormat.RATES[live.core.settings.input_format]
+        self._by_live.pop(id(live), None)

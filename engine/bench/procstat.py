@@ -13,7 +13,7 @@ from collections import deque
 
 from engine.errors import ProcStatError
 
-__all__ = ["ProcessTree", "cpu_count_allowed", "parse_stat"]
+__all__ = ["ProcessTree", "parse_stat"]
 
 # Fields after the closing parenthesis of comm: state is 0, so field N of proc(5) is N - 3.
 _PPID = 1
@@ -125,8 +125,3 @@ class ProcessTree:
             if text is not None:
                 children.extend(int(child) for child in text.split())
         return children
-
-
-def cpu_count_allowed() -> int:
-    """CPUs this process may run on (its affinity mask, which containers often narrow)."""
-    return len(os.sched_getaffinity(0))

@@ -16,11 +16,13 @@ __all__ = ["BenchResult", "Target", "render", "render_comparison", "targets"]
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One performance target: a figure's name, its limit, and which way is better."""
+    """One performance target: its limit, and which way is better."""
 
-    name: str
     limit: float
     at_most: bool = True
+
+    def __str__(self) -> str:
+        return f"{'≤' if self.at_most else '≥'} {self.limit:g}"
 
     def met(self, value: float | None) -> bool | None:
         if value is None or math.isnan(value):
@@ -32,15 +34,14 @@ def targets(upstream_format: str) -> dict[str, Target]:
     """The targets for a run with ``upstream_format``, keyed like :meth:`BenchResult.headline`."""
     pcmu = upstream_format == "pcmu"
     return {
-        "engine_cpu_ms_per_call_s": Target("engine CPU per call-second", 0.55 if pcmu else 0.7),
-        "pacing_p99_ms": Target("pacing error p99, in responses", 2.0),
-        "underruns": Target("underruns inside responses", 0),
-        "dropped": Target("calls dropped", 0),
-        "first_frame_p99_ms": Target("first-frame delay p99", 5.0),
-        "barge_in_stop_max_ms": Target("barge-in stop, max", 25.0),
-        "engine_kb_per_call": Target("memory per call", 150.0),
-        "snr_down_min_db": Target("tone SNR min, model to caller", 35.0 if pcmu else 80.0,
-                                  at_most=False),
+        "engine_cpu_ms_per_call_s": Target(0.55 if pcmu else 0.7),
+        "pacing_p99_ms": Target(2.0),
+        "underruns": Target(0),
+        "dropped": Target(0),
+        "first_frame_p99_ms": Target(5.0),
+        "barge_in_stop_max_ms": Target(25.0),
+        "engine_kb_per_call": Target(150.0),
+        "snr_down_min_db": Target(35.0 if pcmu else 80.0, at_most=False),
     }
 
 
@@ -171,10 +172,13 @@ def render(r: BenchResult) -> str:
     """The human table: what ran, what came out, and each target's verdict."""
     o, c = r.options, r.calls
     verdicts = r.verdicts()
-    mark = {True: "ok", False: "MISSED", None: "n/a"}
+    mark = {True: "ok", None: "n/a"}
+
+    limits = targets(o["upstream_format"])
 
     def judged(key: str) -> str:
-        return f"[{mark[verdicts[key]]}]"
+        verdict = verdicts[key]
+        return f"[{mark[verdict]}]" if verdict is not False else f"[MISSED: {limits[key]}]"
 
     share = r.engine_system_share
     kernel = _fmt(None if share is None else 100 * share, " %", 0)
@@ -230,6 +234,8 @@ def render(r: BenchResult) -> str:
     if c["engine_end_reasons"]:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(c["engine_end_reasons"].items()))
         lines.append(f"engine ends  {reasons}")
+    if c.get("errors"):
+        lines.append("call errors  " + "; ".join(c["errors"]))
     if c.get("engine_exit"):
         lines.append(f"ENGINE FAILED: {c['engine_exit']}")
     if r.bench_cpu_pct > 90 or r.generator_clock["late_ticks"] > r.generator_clock["ticks"] / 100:

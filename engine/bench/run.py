@@ -177,7 +177,8 @@ _CONFIG_NAMES = frozenset(s.env for s in FIELDS) | {"VOICE_ENGINE_IMPL"}
 
 @dataclass(slots=True)
 class _Window:
-    """CPU and call-seconds over the hold, sampled once a second."""
+    """CPU, call-seconds and peak memory over the hold (call-seconds and memory sampled every
+    half second)."""
 
     cpu0: tuple[float, float] = (0.0, 0.0)
     cpu1: tuple[float, float] = (0.0, 0.0)
@@ -302,8 +303,7 @@ async def _progress(
             "calls_up": live,
             "calls_placed": len(gen.calls),
             "failed": gen.failed,
-            "dropped": sum(1 for c in gen.calls if c.outcome.ended_by not in (None, "bench",
-                                                                           "connect_failed")),
+            "dropped": sum(1 for c in gen.calls if c.dropped),
             "rx_fps": round((frames - frames_then) / dt),
             "engine_cpu_pct": round(100 * (cpu - cpu_then) / dt, 1) if engine else None,
             "ms_per_call_s": round(1000 * (cpu - cpu_then) / dt / live, 3)
@@ -332,13 +332,12 @@ def _result(
         newest += n
         oldest += o
     connected = sum(1 for c in gen.calls if c.outcome.connected)
-    dropped = [c for c in gen.calls
-               if c.outcome.connected and c.outcome.ended_by not in (None, "bench")]
-    ends = Counter(line.get("reason") for line in engine_lines
-                   if line.get("event") == "call_ended")
+    dropped = [c for c in gen.calls if c.dropped]
+    ends: Counter[str] = Counter()
     engine_counts: Counter[str] = Counter()
     for line in engine_lines:
         if line.get("event") == "call_ended":
+            ends[str(line.get("reason"))] += 1
             for key in ("underruns", "rephases", "bargeins", "truncates"):
                 engine_counts[key] += int(line.get(key) or 0)
     hold = max(1e-9, window.ended - window.started)
@@ -361,6 +360,7 @@ def _result(
             "placed": len(gen.calls), "connected": connected, "failed": gen.failed,
             "held_to_end": held, "dropped": len(dropped),
             "dropped_how": dict(Counter(c.outcome.ended_by or "" for c in dropped)),
+            "errors": sorted({c.outcome.error for c in gen.calls if c.outcome.error})[:5],
             "engine_end_reasons": dict(ends),
         },
         pacing_in_response=measure.response_pacing(
@@ -409,35 +409,13 @@ def _snr_down(gen: LoadGenerator, opts: BenchOptions) -> list[float]:
 def _snr_up(recorder: SimRecorder, opts: BenchOptions) -> list[float]:
     """Tone SNR of the longest caller turn the simulator captured, per capturing session."""
     out = []
+    rate = UP_RATE[opts.upstream_format]  # the format the engine was started with
     for entry in recorder.logs.values():
         if entry.capture:
-            rate = entry.input_rate or UP_RATE[opts.upstream_format]
-            turn = _loudest_stretch(bytes(entry.capture), rate)
+            turn = measure.loudest_stretch(bytes(entry.capture), rate)
             if len(turn) >= 2 * rate * 0.3:
                 out.append(measure.tone_snr(turn, rate, opts.tone.hz))
     return out
-
-
-def _loudest_stretch(pcm: bytes, rate: int) -> bytes:
-    """The longest stretch of 10 ms blocks that are not silent (one caller turn)."""
-    import numpy as np
-
-    x = np.frombuffer(pcm[: len(pcm) // 2 * 2], "<i2")
-    block = rate // 100
-    n = x.size // block
-    if n == 0:
-        return b""
-    loud = np.abs(x[: n * block].reshape(n, block).astype(np.int32)).max(axis=1) > 64
-    best = (0, 0)
-    start = None
-    for i, on in enumerate(list(loud) + [False]):
-        if on and start is None:
-            start = i
-        elif not on and start is not None:
-            if i - start > best[1] - best[0]:
-                best = (start, i)
-            start = None
-    return x[best[0] * block: best[1] * block].tobytes()
 
 
 def main_loop(opts: BenchOptions, progress: Progress | None) -> BenchResult:

@@ -97,6 +97,7 @@ class LiveSession(asyncio.Protocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self._fragments: list[bytes] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self.faults: list[Fault] = []  # CLOSE and STALL, applied once the session is open
 
     @property
     def report(self) -> SessionReport:
@@ -242,7 +243,7 @@ class LiveSession(asyncio.Protocol):
             self.observer.opened(self)
         logs.event(log, "sim_session_opened", session=core.id, dialect=dialect.value,
                    model=model, path=split.path)
-        for fault in sim._pending.pop(id(self), ()):
+        for fault in self.faults:
             self.apply(fault)
         for event in core.opening():
             self._send(event)
@@ -332,7 +333,6 @@ class Simulator:
         self.sessions: collections.deque[LiveSession] = collections.deque(maxlen=keep_sessions)
         self.handshakes: collections.Counter[str] = collections.Counter()
         self._faults: collections.deque[Fault] = collections.deque()
-        self._pending: dict[int, list[Fault]] = {}  # session faults, until the handshake ends
         self._live: set[LiveSession] = set()
         self._server: asyncio.Server | None = None
         self._host = "127.0.0.1"
@@ -428,7 +428,7 @@ class Simulator:
                                   "Incorrect API key provided.", "invalid_api_key",
                                   "invalid_request_error")
         self.handshakes["accepted"] += 1
-        self._pending[id(live)] = [f for f in faults if f.kind in _SESSION_FAULTS]
+        live.faults = [f for f in faults if f.kind in _SESSION_FAULTS]
         return None
 
     def _authorized(self, headers: Headers) -> bool:
