@@ -9,6 +9,7 @@ every problem, not just the first. Secrets are kept out of ``repr`` and never lo
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -62,6 +63,17 @@ def _optional(text: str) -> str | None:
     return text or None
 
 
+def _networks(text: str) -> tuple[str, ...]:
+    """A comma- or space-separated list of CIDRs (a bare address is a /32 or /128)."""
+    out = []
+    for item in text.replace(",", " ").split():
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     """One configuration name: its parser, help, and whether it is a secret.
@@ -93,12 +105,19 @@ FIELDS: tuple[Setting, ...] = (
     Setting("LISTEN_HOST", _text, "AudioSocket listener address"),
     Setting("LISTEN_PORT", _PORT, "AudioSocket listener port"),
     Setting("HEALTH_PORT", _PORT, "health, readiness and metrics port"),
+    Setting("AGENT_PORT", _PORT, "HAProxy agent-check port"),
+    Setting("WORKERS", _ranged(int, 0, 1024), "worker processes; 0 is one per usable CPU"),
+    Setting("DRAIN_SECONDS", _ranged(int, 0, 86_400), "how long calls may run on after SIGTERM"),
+    Setting("ALLOW_SOURCES", _networks, "CIDRs that may place calls; empty allows any"),
+    Setting("TRUSTED_PROXIES", _networks, "CIDRs whose PROXY v2 header is believed"),
+    Setting("MAX_CALLS_PER_SOURCE", _ranged(int, 0, 1_000_000), "calls per source; 0 is no cap"),
     Setting("SYSTEM_PROMPT", _text, "instructions"),
     Setting("VAD_THRESHOLD", _ranged(float, 0.0, 1.0), "server VAD threshold"),
     Setting("VAD_SILENCE_MS", _ranged(int, 0, 10_000), "server VAD silence duration"),
     Setting("VAD_PREFIX_PADDING_MS", _ranged(int, 0, 10_000), "server VAD prefix padding"),
     Setting("TEMPERATURE", _ranged(float, 0.6, 1.2), "sampling temperature (beta only)"),
     Setting("LOG_LEVEL", _choice("debug", "info", "warning", "error"), "log level"),
+    Setting("LOG_FORMAT", _choice("auto", "text", "json"), "log lines: text on a terminal"),
     Setting("LOG_TRANSCRIPTS", _bool, "transcripts in logs"),
     Setting("MAX_CONCURRENT_CALLS", _ranged(int, 1, 1_000_000), "calls per node"),
     Setting("AMI_HOST", _text, "Asterisk manager host"),
@@ -133,12 +152,19 @@ class Config:
     listen_host: str = "127.0.0.1"
     listen_port: int = 9093
     health_port: int = 9094
+    agent_port: int = 9095
+    workers: int = 0
+    drain_seconds: int = 300
+    allow_sources: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
+    max_calls_per_source: int = 0
     system_prompt: str = "You are a helpful assistant."
     vad_threshold: float = 0.5
     vad_silence_ms: int = 500
     vad_prefix_padding_ms: int = 300
     temperature: float = 0.7
     log_level: str = "info"
+    log_format: str = "auto"
     log_transcripts: bool = False
     max_concurrent_calls: int = 1000
     ami_host: str = "127.0.0.1"
