@@ -30,6 +30,10 @@
     │   ├── UpstreamStalled(what, amount)         send queue over its bound, or no pong
     │   └── UpstreamBadEvent(reason)              a message we cannot decode
     ├── ConfigError                configuration is invalid
+    ├── NodeError                  the node cannot start or keep running
+    │   ├── AddressInUse(what, host, port, by_node)   another node or program holds it
+    │   ├── WorkerBootFailed(slot, status)           a worker exited before it listened
+    │   └── ControlChannelError(reason)              a broken supervisor/worker line
     ├── NativeExtensionMissing     the compiled media core is not built
     ├── ProcStatError(text, reason)  a /proc/PID/stat line the load generator cannot parse
     └── BenchError                 a bench run cannot start or place any call
@@ -43,9 +47,11 @@ __all__ = [
     "BadAudioLength",
     "BadOutgoingAudio",
     "BadSampleData",
+    "AddressInUse",
     "BadWav",
     "BenchError",
     "ConfigError",
+    "ControlChannelError",
     "DuplicateUuid",
     "EngineError",
     "FirstMessageNotUuid",
@@ -57,6 +63,7 @@ __all__ = [
     "MalformedUuid",
     "MediaError",
     "NativeExtensionMissing",
+    "NodeError",
     "PeerProtocolError",
     "ProcStatError",
     "StreamFinished",
@@ -71,6 +78,7 @@ __all__ = [
     "UpstreamRefused",
     "UpstreamRejected",
     "UpstreamStalled",
+    "WorkerBootFailed",
 ]
 
 
@@ -256,6 +264,41 @@ class UpstreamBadEvent(UpstreamError):
 
 class ConfigError(EngineError):
     """The configuration is invalid; the message lists what and why."""
+
+
+class NodeError(EngineError):
+    """The node cannot start, or cannot keep its workers running."""
+
+
+class AddressInUse(NodeError):
+    def __init__(self, what: str, host: str, port: int, by_node: bool) -> None:
+        self.what = what
+        self.host = host
+        self.port = port
+        self.by_node = by_node
+        holder = "another voice-engine node" if by_node else "another program"
+        flag = {"AudioSocket": "--listen-port", "health": "--health-port",
+                "agent-check": "--agent-port"}.get(what, "--listen-port")
+        super().__init__(
+            f"the {what} address {host}:{port} is already in use by {holder}; stop it, or give "
+            f"this node another port ({flag} or {flag[2:].upper().replace('-', '_')})"
+        )
+
+
+class WorkerBootFailed(NodeError):
+    def __init__(self, slot: int, status: int | None) -> None:
+        self.slot = slot
+        self.status = status
+        how = "did not report in time" if status is None else f"exited with status {status}"
+        super().__init__(
+            f"worker {slot} {how} before it was listening; its log lines above say why"
+        )
+
+
+class ControlChannelError(NodeError):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"supervisor/worker channel: {reason}")
 
 
 class NativeExtensionMissing(EngineError):
