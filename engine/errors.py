@@ -13,7 +13,14 @@
     │   ├── MalformedDtmf(payload)
     │   ├── MalformedHangup(length)
     │   ├── TruncatedMessage(kind, expected, received)   EOF inside a message
-    │   └── KindChanged(first, kind)              audio of another rate mid-call
+    │   ├── KindChanged(first, kind)              audio of another rate mid-call
+    │   └── ProxyProtocolError     a trusted proxy's PROXY v2 header is not one we accept
+    │       ├── BadProxySignature(prefix)         not the v2 signature (a v1 text header named)
+    │       ├── BadProxyVersion(version)          the version nibble is not 2
+    │       ├── BadProxyCommand(command)          neither LOCAL (0) nor PROXY (1)
+    │       ├── BadProxyFamily(family)            a family/transport byte v2 does not define
+    │       ├── ProxyHeaderTooLarge(length, limit)
+    │       └── BadProxyAddressLength(family, length, needed)   too short for its addresses
     ├── LocalProtocolError         we were about to send something Asterisk rejects
     │   └── BadOutgoingAudio(kind, length, reason)
     ├── MediaError                 audio the media core cannot take
@@ -29,6 +36,12 @@
     │   ├── UpstreamClosed(code, reason)          the connection closed under a live call
     │   ├── UpstreamStalled(what, amount)         send queue over its bound, or no pong
     │   └── UpstreamBadEvent(reason)              a message we cannot decode
+    ├── AdmissionError             the node-wide call counts are unusable or misused
+    │   ├── CountsFileError(path, reason)         missing, or not a counts file we made
+    │   ├── SlotOutOfRange(slot, slots)
+    │   ├── NotAttached()                         admit/release on the supervisor's view
+    │   ├── OverRelease(source, slot)             more calls released than admitted
+    │   └── BadSourceAddress(address)             not an IPv4 or IPv6 address
     ├── ConfigError                configuration is invalid
     ├── NodeError                  the node cannot start or keep running
     │   ├── AddressInUse(what, host, port, by_node)   another node or program holds it
@@ -44,14 +57,22 @@ Exceptions carry their fields and build their own message; none ever holds a sec
 from __future__ import annotations
 
 __all__ = [
+    "AdmissionError",
     "BadAudioLength",
     "BadOutgoingAudio",
+    "BadProxyAddressLength",
+    "BadProxyCommand",
+    "BadProxyFamily",
+    "BadProxySignature",
+    "BadProxyVersion",
     "BadSampleData",
     "AddressInUse",
+    "BadSourceAddress",
     "BadWav",
     "BenchError",
     "ConfigError",
     "ControlChannelError",
+    "CountsFileError",
     "DuplicateUuid",
     "EngineError",
     "FirstMessageNotUuid",
@@ -64,8 +85,13 @@ __all__ = [
     "MediaError",
     "NativeExtensionMissing",
     "NodeError",
+    "NotAttached",
+    "OverRelease",
     "PeerProtocolError",
     "ProcStatError",
+    "ProxyHeaderTooLarge",
+    "ProxyProtocolError",
+    "SlotOutOfRange",
     "StreamFinished",
     "TruncatedMessage",
     "UnknownKind",
@@ -166,6 +192,80 @@ class KindChanged(PeerProtocolError):
         )
 
 
+class ProxyProtocolError(PeerProtocolError):
+    """A trusted proxy's PROXY v2 header is malformed or not one we accept."""
+
+
+_PROXY_V1 = b"PROXY "
+
+
+class BadProxySignature(ProxyProtocolError):
+    def __init__(self, prefix: bytes) -> None:
+        self.prefix = prefix
+        if prefix.startswith(_PROXY_V1):
+            message = (
+                "got a PROXY v1 text header from a trusted proxy; v1 is not supported: "
+                "use send-proxy-v2 on the HAProxy server line"
+            )
+        else:
+            message = (
+                "expected a PROXY v2 header from a trusted proxy, got bytes "
+                f"0x{prefix.hex()}"
+            )
+        super().__init__(message)
+
+    @property
+    def v1(self) -> bool:
+        """True when the peer sent a PROXY v1 text header instead."""
+        return self.prefix.startswith(_PROXY_V1)
+
+
+class BadProxyVersion(ProxyProtocolError):
+    def __init__(self, version: int) -> None:
+        self.version = version
+        super().__init__(f"PROXY header has version {version}, only version 2 is supported")
+
+
+class BadProxyCommand(ProxyProtocolError):
+    def __init__(self, command: int) -> None:
+        self.command = command
+        super().__init__(
+            f"PROXY v2 header has command {command}, expected 0 (LOCAL) or 1 (PROXY)"
+        )
+
+
+class BadProxyFamily(ProxyProtocolError):
+    """``family`` is the whole byte: address family (high nibble) and transport (low)."""
+
+    def __init__(self, family: int) -> None:
+        self.family = family
+        super().__init__(
+            f"PROXY v2 header has family/transport byte 0x{family:02x} (family "
+            f"{family >> 4}, transport {family & 0xF}), which version 2 does not define"
+        )
+
+
+class ProxyHeaderTooLarge(ProxyProtocolError):
+    def __init__(self, length: int, limit: int) -> None:
+        self.length = length
+        self.limit = limit
+        super().__init__(
+            f"PROXY v2 header announces {length} bytes of addresses and TLVs, "
+            f"over the limit of {limit}"
+        )
+
+
+class BadProxyAddressLength(ProxyProtocolError):
+    def __init__(self, family: str, length: int, needed: int) -> None:
+        self.family = family
+        self.length = length
+        self.needed = needed
+        super().__init__(
+            f"PROXY v2 header for {family} carries {length} bytes of addresses and TLVs; "
+            f"{family} addresses alone need {needed}"
+        )
+
+
 class LocalProtocolError(EngineError):
     """The engine was about to send something the peer would reject."""
 
@@ -262,6 +362,49 @@ class UpstreamBadEvent(UpstreamError):
         super().__init__(f"the Realtime upstream sent an event we cannot decode: {reason}")
 
 
+class AdmissionError(EngineError):
+    """The node-wide call counts cannot be used, or were used wrongly."""
+
+
+class CountsFileError(AdmissionError):
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"node call-counts file {path}: {reason}")
+
+
+class SlotOutOfRange(AdmissionError):
+    def __init__(self, slot: int, slots: int) -> None:
+        self.slot = slot
+        self.slots = slots
+        super().__init__(
+            f"worker slot {slot} is out of range: the counts file has slots 0..{slots - 1}"
+        )
+
+
+class NotAttached(AdmissionError):
+    def __init__(self) -> None:
+        super().__init__(
+            "these node counts belong to no worker slot (the supervisor's view); "
+            "a worker admits and releases through NodeCounts.attach(path, slot)"
+        )
+
+
+class OverRelease(AdmissionError):
+    def __init__(self, source: str, slot: int) -> None:
+        self.source = source
+        self.slot = slot
+        super().__init__(
+            f"worker slot {slot} released a call from {source} that it had not admitted"
+        )
+
+
+class BadSourceAddress(AdmissionError):
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__(f"{address!r} is not an IPv4 or IPv6 address")
+
+
 class ConfigError(EngineError):
     """The configuration is invalid; the message lists what and why."""
 
@@ -322,3 +465,4 @@ class ProcStatError(EngineError):
 
 class BenchError(EngineError):
     """A bench run cannot go on: its engine did not start, or no call could be placed."""
+

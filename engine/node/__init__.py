@@ -1,0 +1,1 @@
+"""The production node: supervisor, workers' admission, health, agent-check, PROXY v2."""
