@@ -39,6 +39,7 @@ __all__ = [
     "ConnectUpstream",
     "EndCall",
     "EndReason",
+    "REFUSALS",
     "Rephase",
     "StartPacing",
     "State",
@@ -83,7 +84,14 @@ class EndReason(enum.Enum):
     PROTOCOL_VIOLATION = "protocol_violation"
     CALLER_STALLED = "caller_stalled"
     OVER_CAPACITY = "over_capacity"
+    SOURCE_CAP = "source_cap"
+    DRAINING = "draining"
+    NOT_ALLOWED = "not_allowed"
     SHUTDOWN = "shutdown"
+
+
+REFUSALS = frozenset({EndReason.OVER_CAPACITY, EndReason.SOURCE_CAP, EndReason.DRAINING})
+"""Reasons a call is refused before it starts: a clean hangup, so the dialplan falls back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,9 +337,17 @@ class Call:
         """The node is stopping: a clean hangup."""
         self._end(EndReason.SHUTDOWN, hangup=self.uuid is not None)
 
-    def refuse(self) -> None:
-        """The node is full or draining: a clean hangup before anything starts."""
-        self._end(EndReason.OVER_CAPACITY)
+    def refuse(self, reason: EndReason = EndReason.OVER_CAPACITY) -> None:
+        """The node is full, the source over its cap, or the node draining: a clean hangup
+        before anything starts, so the dialplan can fall back."""
+        if reason not in REFUSALS:
+            raise ValueError(f"{reason.value} is not a refusal")
+        self._end(reason)
+
+    def reject(self, reason: EndReason, error: EngineError | None = None) -> None:
+        """The connection itself is unacceptable (a source not allowed, a bad PROXY header):
+        close it without a word, since what is on the other end is not a trusted Asterisk."""
+        self._end(reason, error=error, hangup=False)
 
     def caller_stalled(self) -> None:
         """The caller stopped reading: its send buffer is over the bound."""

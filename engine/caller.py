@@ -253,8 +253,10 @@ class CallerProtocol(asyncio.Protocol):
     def __init__(
         self, session: CallerSession, loop: asyncio.AbstractEventLoop, pcm: bytes, *,
         realtime: bool = True, tail_frames: int = 0, dtmf: Sequence[tuple[float, str]] = (),
+        preamble: bytes = b"",
     ) -> None:
         self.session = session
+        self._preamble = preamble
         self.loop = loop
         self.done: asyncio.Future[None] = loop.create_future()
         self._pcm = memoryview(pcm)
@@ -281,7 +283,7 @@ class CallerProtocol(asyncio.Protocol):
     def _start(self) -> None:
         assert self._transport is not None
         now = self.loop.time()
-        self._transport.write(self.session.opening(now))
+        self._transport.write(self._preamble + self.session.opening(now))
         if not self._realtime:
             self._transport.write(b"".join(self._message(k) for k in range(self._frames)))
             self._k = self._frames
@@ -380,12 +382,15 @@ async def call(
     realtime: bool = True, seconds: float | None = None,
     dtmf: Iterable[tuple[float, str]] = (), tail_seconds: float = 0.0,
     loop: asyncio.AbstractEventLoop | None = None, max_record_seconds: float = 600.0,
+    local_addr: tuple[str, int] | None = None, preamble: bytes = b"",
 ) -> CallReport:
     """Makes one call to an AudioSocket server and returns what happened.
 
     ``pcm`` (int16 LE at ``kind``'s rate) is streamed as 20 ms frames (a last partial frame
     is dropped; ``seconds`` trims or pads with silence), then ``tail_seconds`` of silence while
     the engine's answer is recorded. A refused connection is a report, not an exception.
+    ``local_addr`` binds the caller's end (another loopback address, say); ``preamble`` goes
+    out before the UUID, in the same write (a PROXY v2 header, as HAProxy would send).
 
     Raises:
         ConfigError: ``kind`` is not an audio kind or a DTMF digit is invalid.
@@ -402,9 +407,10 @@ async def call(
     try:
         _, protocol = await loop.create_connection(
             lambda: CallerProtocol(
-                session, loop, body, realtime=realtime, tail_frames=tail, dtmf=digits
+                session, loop, body, realtime=realtime, tail_frames=tail, dtmf=digits,
+                preamble=preamble,
             ),
-            host, port,
+            host, port, local_addr=local_addr,
         )
     except OSError as exc:
         session.opening(started)

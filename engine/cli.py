@@ -86,23 +86,25 @@ def _config(env_file: Path | None, flags: dict[str, Any], *, require_key: bool) 
 
 
 @main.command()
-@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
-              help="worker processes (more than one arrives with the node issue)")
 @click.option("--simulator", is_flag=True,
               help="run the built-in Realtime simulator in-process and use it (no key needed)")
 @_env_file_option
 @_setting_options
-def run(workers: int, simulator: bool, env_file: Path | None, **flags: Any) -> None:
-    """Serve AudioSocket calls, each bridged to the Realtime API."""
-    if workers != 1:
-        _not_built("run --workers N", "one worker serves for now; the node issue adds N")
+def run(simulator: bool, env_file: Path | None, **flags: Any) -> None:
+    """Serve AudioSocket calls on N worker processes, each call bridged to the Realtime API.
+
+    SIGTERM or Ctrl-C drains (calls in progress run on up to DRAIN_SECONDS); a second
+    Ctrl-C stops at once.
+    """
     config = _config(env_file, flags, require_key=not simulator)
-    logs.setup(config.log_level)
-    from engine import worker
+    fmt = logs.resolve_format(config.log_format)
+    logs.setup(config.log_level, fmt)
+    import uvloop
 
-    sys.exit(worker.serve(config, simulator=simulator))
+    from engine.node.supervisor import Supervisor
 
-
+    supervisor = Supervisor(config, simulator=simulator, log_format=fmt)
+    sys.exit(uvloop.run(supervisor.run()))
 
 
 @main.command()

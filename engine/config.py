@@ -96,6 +96,7 @@ class Setting:
 
 
 _PORT = _ranged(int, 1, 65535)
+_LISTEN = _ranged(int, 0, 65535)  # 0 picks a free port; the node_ready log line names it
 
 FIELDS: tuple[Setting, ...] = (
     Setting("OPENAI_API_KEY", _optional, "upstream key (required unless --simulator)", True),
@@ -103,9 +104,9 @@ FIELDS: tuple[Setting, ...] = (
     Setting("OPENAI_MODEL", _text, "Realtime model"),
     Setting("OPENAI_VOICE", _text, "voice"),
     Setting("LISTEN_HOST", _text, "AudioSocket listener address"),
-    Setting("LISTEN_PORT", _PORT, "AudioSocket listener port"),
-    Setting("HEALTH_PORT", _PORT, "health, readiness and metrics port"),
-    Setting("AGENT_PORT", _PORT, "HAProxy agent-check port"),
+    Setting("LISTEN_PORT", _LISTEN, "AudioSocket listener port"),
+    Setting("HEALTH_PORT", _LISTEN, "health, readiness and metrics port"),
+    Setting("AGENT_PORT", _LISTEN, "HAProxy agent-check port"),
     Setting("WORKERS", _ranged(int, 0, 1024), "worker processes; 0 is one per usable CPU"),
     Setting("DRAIN_SECONDS", _ranged(int, 0, 86_400), "how long calls may run on after SIGTERM"),
     Setting("ALLOW_SOURCES", _networks, "CIDRs that may place calls; empty allows any"),

@@ -20,7 +20,8 @@
     │       ├── BadProxyCommand(command)          neither LOCAL (0) nor PROXY (1)
     │       ├── BadProxyFamily(family)            a family/transport byte v2 does not define
     │       ├── ProxyHeaderTooLarge(length, limit)
-    │       └── BadProxyAddressLength(family, length, needed)   too short for its addresses
+    │       ├── BadProxyAddressLength(family, length, needed)   too short for its addresses
+    │       └── UntrustedProxyHeader(peer)        a PROXY header from a peer not trusted
     ├── LocalProtocolError         we were about to send something Asterisk rejects
     │   └── BadOutgoingAudio(kind, length, reason)
     ├── MediaError                 audio the media core cannot take
@@ -41,7 +42,8 @@
     │   ├── SlotOutOfRange(slot, slots)
     │   ├── NotAttached()                         admit/release on the supervisor's view
     │   ├── OverRelease(source, slot)             more calls released than admitted
-    │   └── BadSourceAddress(address)             not an IPv4 or IPv6 address
+    │   ├── BadSourceAddress(address)             not an IPv4 or IPv6 address
+    │   └── SourceNotAllowed(address)             a caller outside ALLOW_SOURCES
     ├── ConfigError                configuration is invalid
     ├── NodeError                  the node cannot start or keep running
     │   ├── AddressInUse(what, host, port, by_node)   another node or program holds it
@@ -92,10 +94,12 @@ __all__ = [
     "ProxyHeaderTooLarge",
     "ProxyProtocolError",
     "SlotOutOfRange",
+    "SourceNotAllowed",
     "StreamFinished",
     "TruncatedMessage",
     "UnknownKind",
     "UnsupportedRate",
+    "UntrustedProxyHeader",
     "UpstreamAuthFailed",
     "UpstreamBadEvent",
     "UpstreamClosed",
@@ -466,3 +470,17 @@ class ProcStatError(EngineError):
 class BenchError(EngineError):
     """A bench run cannot go on: its engine did not start, or no call could be placed."""
 
+
+class UntrustedProxyHeader(ProxyProtocolError):
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        super().__init__(
+            f"{peer} sent a PROXY protocol header but is not in TRUSTED_PROXIES: its claimed "
+            "source cannot be believed (add the proxy's address to TRUSTED_PROXIES)"
+        )
+
+
+class SourceNotAllowed(AdmissionError):
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__(f"calls from {address or '(unknown)'} are not allowed by ALLOW_SOURCES")

@@ -1,16 +1,21 @@
 """The engine's Prometheus metrics: one set per process, no per-call labels.
 
-Labels are bounded sets (end reasons, outcome names). Counters are updated when a call ends
-or once per clock tick, never per frame.
+Labels are bounded sets (end reasons, outcome and error class names). Counters are updated
+when a call ends or once per clock tick, never per frame. Under the node the workers run in
+prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` is set in their
+environment before anything imports the client), so every gauge names how the supervisor
+aggregates it across workers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["METRICS", "Metrics"]
+__all__ = ["CALL_SECONDS_BUCKETS", "METRICS", "Metrics"]
+
+CALL_SECONDS_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, float("inf"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,10 +23,13 @@ class Metrics:
     registry: CollectorRegistry
     calls_ended: Counter
     active_calls: Gauge
+    call_seconds: Histogram
     upstream_connects: Counter
+    upstream_errors: Counter
     dtmf_digits: Counter
     bargeins: Counter
     underruns: Counter
+    tokens: Counter
     clock_late_wakeups: Counter
     clock_resyncs: Counter
 
@@ -30,13 +38,18 @@ class Metrics:
         registry = registry or CollectorRegistry()
         return cls(
             registry=registry,
-            calls_ended=Counter("voice_engine_calls_ended", "Calls ended, by reason",
-                                ["reason"], registry=registry),
-            active_calls=Gauge("voice_engine_active_calls", "Calls in progress",
-                               registry=registry),
+            calls_ended=Counter("voice_engine_calls_ended", "Calls ended (refusals included), "
+                                "by reason", ["reason"], registry=registry),
+            active_calls=Gauge("voice_engine_active_calls", "Connections in progress",
+                               registry=registry, multiprocess_mode="livesum"),
+            call_seconds=Histogram("voice_engine_call_seconds", "Length of calls that started",
+                                   buckets=CALL_SECONDS_BUCKETS, registry=registry),
             upstream_connects=Counter("voice_engine_upstream_connects",
                                       "Realtime connection attempts, by outcome",
                                       ["outcome"], registry=registry),
+            upstream_errors=Counter("voice_engine_upstream_errors",
+                                    "Calls ended by an upstream failure, by error class",
+                                    ["error"], registry=registry),
             dtmf_digits=Counter("voice_engine_dtmf_digits", "DTMF digits received",
                                 registry=registry),
             bargeins=Counter("voice_engine_bargeins", "Barge-ins (caller spoke over the model)",
@@ -44,6 +57,8 @@ class Metrics:
             underruns=Counter("voice_engine_underruns",
                               "Silence frames sent inside a response for want of audio",
                               registry=registry),
+            tokens=Counter("voice_engine_tokens", "Realtime usage tokens, by direction",
+                           ["direction"], registry=registry),
             clock_late_wakeups=Counter("voice_engine_clock_late_wakeups",
                                        "Clock wake-ups later than a sub-tick", registry=registry),
             clock_resyncs=Counter("voice_engine_clock_resyncs",

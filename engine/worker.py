@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
-from engine import _impl, logs, upstream
+from engine import logs, upstream
 from engine.call import (
+    REFUSALS,
     Call,
     CallSettings,
     ConnectUpstream,
@@ -28,13 +28,52 @@ from engine.call import (
 )
 from engine.clock import Clock
 from engine.config import Config
-from engine.errors import UpstreamError
+from engine.errors import (
+    ProxyProtocolError,
+    SourceNotAllowed,
+    UntrustedProxyHeader,
+    UpstreamError,
+)
 from engine.metrics import METRICS
+from engine.node.admission import SourcePolicy
+from engine.node.proxy import ProxyParser, looks_like_proxy
 from engine.pacer import Pacer
 
-__all__ = ["CallConnection", "Worker", "WorkerLimits"]
+__all__ = ["CallConnection", "Counts", "LocalCounts", "Worker", "WorkerLimits"]
 
 log = logging.getLogger("engine.worker")
+
+
+class Counts(Protocol):
+    """Admission counts: :class:`engine.node.admission.NodeCounts` under the node."""
+
+    def admit(self, source: str, max_calls: int, max_per_source: int) -> str | None: ...
+
+    def release(self, source: str) -> None: ...
+
+
+class LocalCounts:
+    """The counts of a worker that runs alone (tests, embedding): its own calls only."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.by_source: dict[str, int] = {}
+
+    def admit(self, source: str, max_calls: int, max_per_source: int) -> str | None:
+        if self.calls >= max_calls:
+            return "node_full"
+        held = self.by_source.get(source, 0)
+        if max_per_source and held >= max_per_source:
+            return "source_cap"
+        self.calls += 1
+        self.by_source[source] = held + 1
+        return None
+
+    def release(self, source: str) -> None:
+        self.calls -= 1
+        held = self.by_source.pop(source) - 1
+        if held:
+            self.by_source[source] = held
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +84,7 @@ class WorkerLimits:
     max_call_seconds: float = 600.0
     wrapup_seconds: float = 20.0
     max_calls: int = 1000
+    max_calls_per_source: int = 0
     caller_send_buffer: int = 64 * 1024
     upstream_send_buffer: int = 256 * 1024
     connect_deadline: float = 8.0
@@ -58,6 +98,7 @@ class WorkerLimits:
             handshake_timeout=config.handshake_timeout_ms / 1000,
             max_call_seconds=float(config.max_call_seconds),
             max_calls=config.max_concurrent_calls,
+            max_calls_per_source=config.max_calls_per_source,
         )
 
 
@@ -73,33 +114,95 @@ class CallConnection(asyncio.Protocol):
         self._timers: list[asyncio.TimerHandle] = []
         self._started = 0.0
         self._paced = False
+        self._proxy: ProxyParser | None = None
+        self._first = True
+        self._host = ""
+        self._source: str | None = None
 
     # -- caller transport ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.transport = transport
-        transport.set_write_buffer_limits(high=self.worker.limits.caller_send_buffer)
+        worker = self.worker
+        transport.set_write_buffer_limits(high=worker.limits.caller_send_buffer)
         self._started = time.monotonic()
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
+        host = self._host = str(peer[0]) if peer else ""
         self.call.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        worker = self.worker
         worker.connections.add(self)
         METRICS.active_calls.inc()
-        if len(worker.connections) > worker.limits.max_calls or worker.draining:
-            self.call.refuse()
+        self._later(worker.limits.handshake_timeout, self.call.handshake_timeout)
+        policy = worker.policy
+        if policy is not None and host and policy.is_trusted_proxy(host):
+            self._proxy = ProxyParser()
         else:
-            self._later(worker.limits.handshake_timeout, self.call.handshake_timeout)
+            self._admit(host)
         self._act()
 
     def data_received(self, data: bytes) -> None:
+        if self._proxy is not None:
+            data = self._proxy_data(data)
+            if not data:
+                return
+        elif self._first and self.worker.policy is not None:
+            self._first = False
+            if looks_like_proxy(data):
+                self.call.reject(EndReason.PROTOCOL_VIOLATION, UntrustedProxyHeader(self.call.peer))
+                self._act()
+                return
         call = self.call
         call.receive_data(data)
         if call.wants_attention:
             self._act()
+
+    def _proxy_data(self, data: bytes) -> bytes:
+        """Feeds the PROXY v2 parser; once its header is complete, admits the real source and
+        returns the bytes that followed it (the AudioSocket stream)."""
+        parser = self._proxy
+        assert parser is not None
+        try:
+            parser.receive_data(data)
+        except ProxyProtocolError as exc:
+            self._proxy = None
+            self.call.reject(EndReason.PROTOCOL_VIOLATION, exc)
+            self._act()
+            return b""
+        if not parser.done:
+            return b""
+        self._proxy = None
+        header = parser.header
+        assert header is not None
+        if header.source is not None:
+            self.call.peer = f"{header.source[0]}:{header.source[1]}"
+            self._admit(header.source[0])
+        else:
+            # LOCAL (the proxy's own check) or an address-less family: the proxy itself.
+            self._admit(self._host, allowlist=False)
+        if self.call.end_reason is not None:
+            self._act()
+            return b""
+        return bytes(parser.remainder)
+
+    def _admit(self, host: str, *, allowlist: bool = True) -> None:
+        """The allowlist, then the node's limits: a refusal is a clean hangup."""
+        worker = self.worker
+        call = self.call
+        if allowlist and worker.policy is not None and not worker.policy.allows(host):
+            call.reject(EndReason.NOT_ALLOWED, SourceNotAllowed(host))
+            return
+        if worker.draining:
+            call.refuse(EndReason.DRAINING)
+            return
+        limits = worker.limits
+        cause = worker.counts.admit(host, limits.max_calls, limits.max_calls_per_source)
+        if cause is not None:
+            call.refuse(EndReason.OVER_CAPACITY if cause == "node_full" else EndReason.SOURCE_CAP)
+            return
+        self._source = host
 
     def eof_received(self) -> bool:
         self.call.receive_eof()
@@ -218,6 +321,9 @@ class CallConnection(asyncio.Protocol):
                 transport.write(action.hangup)
             transport.close()
         worker.connections.discard(self)
+        if self._source is not None:
+            worker.counts.release(self._source)
+            self._source = None
         METRICS.active_calls.dec()
         worker.call_ended(self, action)
 
@@ -235,6 +341,8 @@ class Worker:
         endpoint: where and how to reach the Realtime API.
         settings: per-call settings (derived from ``config`` when None).
         limits: deadlines and bounds (derived from ``config`` when None).
+        counts: the node's call counts, shared with the other workers; None counts this
+            worker's calls alone.
     """
 
     def __init__(
@@ -243,11 +351,16 @@ class Worker:
         endpoint: upstream.Endpoint,
         settings: CallSettings | None = None,
         limits: WorkerLimits | None = None,
+        counts: Counts | None = None,
     ) -> None:
         self.config = config
         self.endpoint = endpoint
         self.settings = settings or CallSettings.from_config(config)
         self.limits = limits or WorkerLimits.from_config(config)
+        self.counts: Counts = counts if counts is not None else LocalCounts()
+        self.policy: SourcePolicy | None = None
+        if config.allow_sources or config.trusted_proxies:
+            self.policy = SourcePolicy(config.allow_sources, config.trusted_proxies)
         self.connections: set[CallConnection] = set()
         self.draining = False
         self.clock: Clock = None  # type: ignore[assignment]
@@ -321,8 +434,16 @@ class Worker:
         METRICS.bargeins.inc(stats.bargeins)
         if call.playout is not None:
             METRICS.underruns.inc(call.playout.underruns)
+        if action.reason not in REFUSALS and action.reason is not EndReason.NOT_ALLOWED:
+            METRICS.call_seconds.observe(time.monotonic() - conn._started)
+        if isinstance(action.error, UpstreamError):
+            METRICS.upstream_errors.labels(error=type(action.error).__name__).inc()
+        if stats.usage.input_tokens or stats.usage.output_tokens:
+            METRICS.tokens.labels(direction="input").inc(stats.usage.input_tokens)
+            METRICS.tokens.labels(direction="output").inc(stats.usage.output_tokens)
         level = logging.INFO
-        if action.reason in (EndReason.PROTOCOL_VIOLATION, EndReason.UPSTREAM_FAILED):
+        if action.reason in (EndReason.PROTOCOL_VIOLATION, EndReason.UPSTREAM_FAILED,
+                             EndReason.NOT_ALLOWED):
             level = logging.WARNING
         playout = call.playout
         fields: dict[str, Any] = {
@@ -351,55 +472,3 @@ class Worker:
         logs.event(log, "call_ended", level, **fields)
         if not self.connections and self._idle is not None:
             self._idle.set()
-
-
-# With --simulator the engine may run for days: its simulator keeps the latest sessions only.
-SIM_KEEP_SESSIONS = 100
-
-
-def serve(config: Config, *, simulator: bool = False) -> int:
-    """Runs one worker on a uvloop loop until SIGINT or SIGTERM; returns the exit status."""
-    import uvloop
-
-    return uvloop.run(_serve(config, simulator))
-
-
-async def _serve(config: Config, simulator: bool) -> int:
-    from engine import realtime
-
-    loop = asyncio.get_running_loop()
-    settings = CallSettings.from_config(config)
-    sim = None
-    url = config.openai_realtime_url
-    if simulator:
-        from engine.sim import SimConfig, Simulator
-
-        sim = Simulator(SimConfig(), keep_sessions=SIM_KEEP_SESSIONS)
-        await sim.start("127.0.0.1", 0)
-        url = sim.url
-        logs.event(log, "simulator_started", url=url)
-    endpoint = upstream.Endpoint.for_dialect(
-        settings.dialect, url, config.openai_model, None if simulator else config.openai_api_key
-    )
-    worker = Worker(config, endpoint, settings)
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        try:
-            await worker.start()
-        except OSError as exc:
-            logs.event(log, "cannot_listen", logging.ERROR, host=config.listen_host,
-                       port=config.listen_port, error=exc.strerror or str(exc))
-            return 1
-        logs.event(log, "media_core", impl=_impl.IMPL,
-                   dialect=realtime.Dialect(settings.dialect).value)
-        await stop.wait()
-        logs.event(log, "stopping", calls=len(worker.connections))
-    finally:
-        await worker.stop()
-        if sim is not None:
-            await sim.stop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-    return 0

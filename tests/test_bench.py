@@ -85,8 +85,16 @@ def test_the_floor_server_is_measured_the_same_way() -> None:
 
 
 def test_an_engine_that_cannot_start_is_a_clear_error() -> None:
-    with pytest.raises(BenchError, match="not built yet"):
-        _bench(workers=2)
+    with pytest.raises(BenchError, match="exited with status 2.*APPEND_MS"):
+        _bench(extra_env=(("APPEND_MS", "5"),))
+
+
+def test_two_workers_share_the_load_and_the_report_says_so() -> None:
+    r = _bench(workers=2, calls=12, duration=3.0)
+    assert r.calls["connected"] == 12 and r.calls["dropped"] == 0
+    per_worker = r.calls["per_worker"]
+    assert len(per_worker) == 2 and sum(per_worker) == 12 and min(per_worker) >= 1
+    assert "per worker (/health)" in render(r)
 
 
 def test_nothing_listening_at_the_target_is_a_clear_error() -> None:

@@ -231,6 +231,9 @@ def render(r: BenchResult) -> str:
         f"{r.generator_clock['late_ticks']} of {r.generator_clock['ticks']} ticks "
         f"(max {r.generator_clock['max_late_ms']:.0f} ms)",
     ]
+    if c.get("per_worker"):
+        lines.append("workers      calls at the end of the hold, per worker (/health): "
+                     + ", ".join(str(n) for n in c["per_worker"]))
     if c["engine_end_reasons"]:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(c["engine_end_reasons"].items()))
         lines.append(f"engine ends  {reasons}")

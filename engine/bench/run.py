@@ -97,7 +97,11 @@ class EngineProcess:
             "MAX_CALL_SECONDS": str(int(opts.duration + opts.calls / opts.ramp + 600)),
             "LISTEN_HOST": "127.0.0.1",
             "LISTEN_PORT": str(_free_port()),
+            "HEALTH_PORT": "0",
+            "AGENT_PORT": "0",
+            "DRAIN_SECONDS": "0",
             "LOG_LEVEL": "INFO",
+            "LOG_FORMAT": "json",
             "VOICE_ENGINE_IMPL": opts.impl,
         })
         env.update(dict(opts.extra_env))
@@ -116,17 +120,35 @@ class EngineProcess:
         if opts.engine_cpus:
             os.sched_setaffinity(self.proc.pid, opts.engine_cpus)
         self.tree = ProcessTree(self.proc.pid)
+        self.health_port: int | None = None
+
+    async def worker_calls(self) -> list[int] | None:
+        """Calls per worker as the node's ``/health`` reports them (None for the floor)."""
+        if self.health_port is None:
+            return None
+        import aiohttp
+
+        url = f"http://127.0.0.1:{self.health_port}/health"
+        try:
+            async with aiohttp.ClientSession() as session, session.get(url) as response:
+                doc = await response.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        return [int(w["calls"]) for w in doc["workers"]]
 
     async def ready(self) -> int:
-        """Waits for the engine's ``listening`` line; returns its port.
+        """Waits for the node's ``node_ready`` line (the floor's ``listening``); returns the
+        AudioSocket port and remembers the health port.
 
         Raises:
             BenchError: the engine exited or did not listen in time (its last lines say why).
         """
         end = time.monotonic() + ENGINE_START_TIMEOUT
+        wanted = "listening" if self.opts.floor else "node_ready"
         while time.monotonic() < end:
             for line in self.lines():
-                if line.get("event") == "listening":
+                if line.get("event") == wanted:
+                    self.health_port = line.get("health_port")
                     return int(line["port"])
             if self.proc.poll() is not None:
                 raise BenchError(f"the engine exited with status {self.proc.returncode}: "
@@ -266,6 +288,7 @@ async def _load(
         window.cpu1 = engine.tree.cpu_times() if engine is not None else (0.0, 0.0)
         window.bench_cpu1 = _own_cpu()
         held = len(gen.live)
+        per_worker = await engine.worker_calls() if engine is not None else None
     finally:
         stop_progress.set()
         await reporter
@@ -273,6 +296,7 @@ async def _load(
     await asyncio.sleep(0.3)
     engine_lines = engine.lines() if engine is not None else []
     result = _result(opts, gen, sim, recorder, window, rss_idle, held, engine_lines)
+    result.calls["per_worker"] = per_worker
     if engine is not None and engine.proc.poll() is not None:
         result.calls["engine_exit"] = (f"the engine exited with status {engine.proc.returncode} "
                                        f"during the run: {engine.tail()}")

@@ -1,0 +1,239 @@
+"""One worker process of the node: ``python -m engine.node.worker_process --control-fd N``.
+
+The supervisor starts it with one end of a socketpair. The first line on it is the boot
+message (the configuration, the worker's slot, the shared call counts, the upstream); the
+worker binds the AudioSocket port with SO_REUSEPORT, says ``ready``, then heartbeats about once
+a second with its calls and its event loop's lag. It drains on ``{"cmd": "drain"}`` or on
+SIGTERM (systemd may send it to every process), stops at once on ``{"cmd": "stop"}``, and
+exits when the supervisor's end closes: a worker never outlives its node. SIGINT is ignored:
+a Ctrl-C reaches the whole process group, and the supervisor orders what follows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine import logs
+from engine.config import Config
+from engine.errors import ControlChannelError, EngineError
+from engine.node.control import LineReader, encode
+
+__all__ = ["EXIT_BOOT", "EXIT_SUPERVISOR_LOST", "boot_message", "config_from_wire", "main"]
+
+log = logging.getLogger("engine.node.worker")
+
+EXIT_BOOT = 3
+"""The worker could not start (bind, configuration): the node stops instead of re-forking."""
+EXIT_SUPERVISOR_LOST = 4
+"""The supervisor's end of the channel closed: calls were hung up and the worker left."""
+
+HEARTBEAT = 1.0
+
+
+def boot_message(config: Config, *, slot: int, counts: str, url: str,
+                 key_required: bool) -> dict[str, Any]:
+    """What the supervisor sends a new worker first."""
+    return {"boot": {
+        "config": dataclasses.asdict(config), "slot": slot, "counts": counts, "url": url,
+        "key_required": key_required,
+    }}
+
+
+def config_from_wire(values: dict[str, Any]) -> Config:
+    """The inverse of ``dataclasses.asdict`` for :class:`Config` (JSON turned tuples to lists)."""
+    names = {f.name for f in dataclasses.fields(Config)}
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                              for k, v in values.items() if k in names}
+    return Config(**fields)
+
+
+class _Channel(asyncio.Protocol):
+    """The worker's end of the control channel."""
+
+    def __init__(self, runtime: _Runtime) -> None:
+        self.runtime = runtime
+        self.reader = LineReader()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self.reader.receive_data(data)
+        except ControlChannelError as exc:
+            logs.event(log, "control_channel_broken", logging.ERROR, error=str(exc))
+            self.runtime.lost()
+            return
+        for message in messages:
+            self.runtime.command(message)
+
+    def eof_received(self) -> bool:
+        self.runtime.lost()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.runtime.lost()
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(encode(message))
+
+
+class _Runtime:
+    """Runs one :class:`engine.worker.Worker` under the supervisor's commands."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.done: asyncio.Future[int] | None = None
+        self.channel: _Channel | None = None
+        self.worker: Any = None
+        self.slot = -1
+        self._ending: asyncio.Task[None] | None = None
+        self._cut = False
+        self._lag_ms = 0.0
+        self._boot: asyncio.Future[dict[str, Any]] | None = None
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.done = loop.create_future()
+        self._boot = loop.create_future()
+        _, self.channel = await loop.connect_accepted_socket(lambda: _Channel(self), self.sock)
+        boot = await self._boot
+        try:
+            await self._start(boot)
+        except (EngineError, OSError) as exc:
+            error = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            logs.event(log, "worker_boot_failed", logging.ERROR, slot=self.slot, error=error)
+            return EXIT_BOOT
+        loop.add_signal_handler(signal.SIGTERM, self._drain_default)
+        heartbeat = loop.create_task(self._heartbeat())
+        try:
+            return await self.done
+        finally:
+            heartbeat.cancel()
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    async def _start(self, boot: dict[str, Any]) -> None:
+        from engine import upstream
+        from engine.call import CallSettings
+        from engine.node.admission import NodeCounts
+        from engine.worker import Worker
+
+        config = config_from_wire(boot["config"])
+        self.slot = int(boot["slot"])
+        settings = CallSettings.from_config(config)
+        key = config.openai_api_key if boot["key_required"] else None
+        endpoint = upstream.Endpoint.for_dialect(settings.dialect, boot["url"],
+                                                 config.openai_model, key)
+        counts = NodeCounts.attach(Path(boot["counts"]), self.slot)
+        self.worker = Worker(config, endpoint, settings, counts=counts)
+        port = await self.worker.start()
+        assert self.channel is not None
+        self.channel.send({"ready": {"pid": os.getpid(), "slot": self.slot, "port": port}})
+
+    def command(self, message: dict[str, Any]) -> None:
+        if "boot" in message and self._boot is not None and not self._boot.done():
+            self._boot.set_result(message["boot"])
+            return
+        cmd = message.get("cmd")
+        if cmd == "drain":
+            self._drain(float(message.get("seconds", 0)))
+        elif cmd == "stop":
+            self._stop(0, "stop")
+        else:
+            logs.event(log, "control_unknown_command", logging.WARNING, command=str(cmd))
+
+    def lost(self) -> None:
+        """The supervisor is gone: hang up every call and leave."""
+        if self._boot is not None and not self._boot.done():
+            self._boot.set_exception(ControlChannelError("closed before the boot message"))
+            return
+        self._stop(EXIT_SUPERVISOR_LOST, "supervisor_lost")
+
+    def _drain_default(self) -> None:
+        if self.worker is not None:
+            self._drain(float(self.worker.config.drain_seconds))
+
+    def _drain(self, seconds: float) -> None:
+        """Refuse new calls, let these run up to ``seconds``, then hang up the rest."""
+        if self._ending is not None or self.worker is None:
+            return
+        logs.event(log, "worker_draining", slot=self.slot, calls=len(self.worker.connections),
+                   deadline_s=seconds)
+        self._ending = asyncio.get_running_loop().create_task(self._finish(seconds, 0, "drained"))
+
+    def _stop(self, status: int, why: str) -> None:
+        """Hang up every call now (cutting a drain short) and leave with ``status``."""
+        if self.worker is None:
+            if self.done is not None and not self.done.done():
+                self.done.set_result(status)
+            return
+        if self._ending is not None:
+            if self._cut:
+                return
+            self._ending.cancel()
+        self._cut = True
+        self._ending = asyncio.get_running_loop().create_task(self._finish(0.0, status, why))
+
+    async def _finish(self, grace: float, status: int, why: str) -> None:
+        worker = self.worker
+        worker.draining = True
+        self._beat()
+        left = len(worker.connections)
+        if grace > 0 and left:
+            await worker.wait_idle(grace)
+        hung_up = len(worker.connections)
+        await worker.stop()
+        logs.event(log, "worker_stopped", slot=self.slot, reason=why, calls_at_start=left,
+                   hung_up=hung_up)
+        if self.done is not None and not self.done.done():
+            self.done.set_result(status)
+
+    async def _heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
+        expected = loop.time() + HEARTBEAT
+        while True:
+            await asyncio.sleep(max(0.0, expected - loop.time()))
+            now = loop.time()
+            self._lag_ms = max(0.0, (now - expected) * 1000)
+            expected = now + HEARTBEAT
+            self._beat()
+
+    def _beat(self) -> None:
+        if self.channel is not None and self.worker is not None:
+            self.channel.send({"beat": {
+                "calls": len(self.worker.connections), "draining": self.worker.draining,
+                "lag_ms": round(self._lag_ms, 3),
+            }})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="voice-engine worker")
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-format", default="json")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logs.setup(args.log_level, args.log_format)
+    import uvloop
+
+    sock = socket.socket(fileno=args.control_fd)
+    try:
+        return uvloop.run(_Runtime(sock).run())
+    except ControlChannelError as exc:
+        logs.event(log, "worker_boot_failed", logging.ERROR, error=str(exc))
+        return EXIT_BOOT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""The node as an operator runs it: ``voice-engine run`` in its own process with real workers,
+real loopback sockets, the built-in simulator, and callers that act like Asterisk."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import uvloop
+
+from engine import caller
+from tests.nodeproc import NodeProcess
+
+RATE = 8000
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def speech(seconds: float) -> bytes:
+    n = round(RATE * seconds)
+    return np.round(6000 * np.sin(2 * np.pi * 440 * np.arange(n) / RATE)).astype("<i2").tobytes()
+
+
+async def place(port: int, seconds: float, talk: float = 0.6) -> caller.CallReport:
+    pcm = speech(talk) + bytes(2 * round(RATE * max(0.0, seconds - talk)))
+    return await caller.call("127.0.0.1", port, pcm=pcm, kind=0x10)
+
+
+@pytest.fixture
+def tmp(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+def test_two_workers_share_the_calls_and_health_shows_them(tmp: Path) -> None:
+    async def main() -> None:
+        node = await NodeProcess(tmp).ready()
+        try:
+            status, health = await node.get("/health")
+            assert status == 200 and health["status"] == "serving"
+            pids = [w["pid"] for w in health["workers"]]
+            assert len(set(pids)) == 2 and node.proc.pid not in pids
+            calls = [asyncio.ensure_future(place(node.port, 2.5)) for _ in range(16)]
+            await asyncio.sleep(1.2)
+            _, during = await node.get("/health")
+            assert during["calls"] == 16
+            assert all(w["calls"] >= 1 for w in during["workers"]), during
+            assert (await node.agent()).startswith("ready up 98% maxconn:1000")
+            reports = await asyncio.gather(*calls)
+            assert all(r.hangup == caller.CALLER_FINISHED for r in reports)
+            assert all(abs(r.frames_received - r.frames_sent) <= 3 for r in reports)
+            await asyncio.sleep(0.3)
+            status, text = await node.get("/metrics")
+            assert status == 200
+            assert 'voice_engine_calls_ended_total{reason="caller_hangup"} 16.0' in text
+            assert "voice_engine_workers_live 2.0" in text
+            assert "voice_engine_active_calls 0.0" in text
+            assert (await node.agent()) == "ready up 100% maxconn:1000\n"
+        finally:
+            node.close()
+
+    run(main())
+
+
+def test_a_second_node_on_the_same_address_refuses_to_start(tmp: Path) -> None:
+    async def main() -> None:
+        first = await NodeProcess(tmp, workers=1, name="first").ready()
+        try:
+            second = NodeProcess(tmp, workers=1, port=first.port, name="second")
+            assert await second.exited() == 1
+            text = second.text()
+            assert f"127.0.0.1:{first.port} is already in use by another voice-engine node" in text
+            assert "--listen-port" in text
+            second.close()
+            report = await place(first.port, 1.0)
+            assert report.hangup == caller.CALLER_FINISHED
+        finally:
+            first.close()
+
+    run(main())
+
+
+def test_a_port_held_by_another_program_is_named(tmp: Path) -> None:
+    async def main() -> None:
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", 0))
+            other.listen()
+            node = NodeProcess(tmp, workers=1, port=other.getsockname()[1])
+            assert await node.exited() == 1
+            assert "already in use by another program" in node.text()
+            node.close()
+
+    run(main())
+
+
+def test_sigterm_drains_in_order_and_loses_nothing(tmp: Path) -> None:
+    async def main() -> None:
+        node = await NodeProcess(tmp, DRAIN_SECONDS="20").ready()
+        try:
+            long_calls = [asyncio.ensure_future(place(node.port, 5.0)) for _ in range(4)]
+            await asyncio.sleep(1.0)
+            node.signal(signal.SIGTERM)
+            await node.wait_event("drain_not_ready")
+            status, ready = await node.get("/ready")
+            assert (status, ready["reason"]) == (503, "draining")
+            assert await node.agent() == "drain\n"
+            await node.wait_event("drain_refusing_new_calls")
+            started = time.monotonic()
+            refused = await place(node.port, 2.0)
+            assert refused.hangup == caller.ENGINE_HANGUP
+            assert time.monotonic() - started < 0.5
+            reports = await asyncio.gather(*long_calls)
+            for report in reports:
+                assert report.hangup == caller.CALLER_FINISHED
+                assert abs(report.frames_received - report.frames_sent) <= 3
+            assert await node.exited() == 0
+            steps = [e["event"] for e in node.lines() if e.get("event") in (
+                "drain_not_ready", "drain_refusing_new_calls", "worker_stopped", "drained")]
+            assert steps[:2] == ["drain_not_ready", "drain_refusing_new_calls"]
+            assert steps[-1] == "drained"
+            ends = node.events("call_ended")
+            assert sorted(e["reason"] for e in ends) == ["caller_hangup"] * 4 + ["draining"]
+            assert all(e["hung_up"] == 0 for e in node.events("worker_stopped"))
+        finally:
+            node.close()
+
+    run(main())
+
+
+def test_calls_past_the_drain_deadline_get_a_clean_hangup(tmp: Path) -> None:
+    async def main() -> None:
+        node = await NodeProcess(tmp, workers=1, DRAIN_SECONDS="3").ready()
+        try:
+            call = asyncio.ensure_future(place(node.port, 15.0))
+            await asyncio.sleep(0.8)
+            node.signal(signal.SIGTERM)
+            started = time.monotonic()
+            report = await call
+            assert report.hangup == caller.ENGINE_HANGUP
+            assert 2.5 < time.monotonic() - started < 6.0
+            assert await node.exited() == 0
+            (end,) = node.events("call_ended")
+            assert end["reason"] == "shutdown"
+        finally:
+            node.close()
+
+    run(main())
+
+
+def test_a_second_sigint_stops_at_once(tmp: Path) -> None:
+    async def main() -> None:
+        node = await NodeProcess(tmp, workers=1, DRAIN_SECONDS="60").ready()
+        try:
+            call = asyncio.ensure_future(place(node.port, 20.0))
+            await asyncio.sleep(0.8)
+            node.signal(signal.SIGINT)
+            await node.wait_event("drain_not_ready")
+            node.signal(signal.SIGINT)
+            report = await asyncio.wait_for(call, 5.0)
+            assert report.hangup == caller.ENGINE_HANGUP
+            assert await node.exited(5.0) == 0
+        finally:
+            node.close()
+
+    run(main())
+
+
+def test_a_dead_worker_is_replaced_and_the_other_calls_go_on(tmp: Path) -> None:
+    async def main() -> None:
+        node = await NodeProcess(tmp).ready()
+        try:
+            calls = [asyncio.ensure_future(place(node.port, 4.0)) for _ in range(12)]
+            await asyncio.sleep(1.0)
+            _, health = await node.get("/health")
+            victim, survivor = health["workers"]
+            os.kill(victim["pid"], signal.SIGKILL)
+            await node.wait_event("worker_died", slot=victim["slot"])
+            reports = await asyncio.gather(*calls)
+            lost = [r for r in reports if r.hangup != caller.CALLER_FINISHED]
+            kept = [r for r in reports if r.hangup == caller.CALLER_FINISHED]
+            assert len(lost) == victim["calls"] and len(kept) == survivor["calls"]
+            for report in kept:
+                assert abs(report.frames_received - report.frames_sent) <= 3
+                assert report.burst_pacing.p99_ms < 15
+            await node.wait_event("worker_ready", count=3)
+            _, after = await node.get("/health")
+            replaced = after["workers"][victim["slot"]]
+            assert replaced["pid"] not in (victim["pid"], None) and replaced["restarts"] == 1
+            assert after["workers"][survivor["slot"]]["pid"] == survivor["pid"]
+            status, _ = await node.get("/ready")
+            assert status == 200
+            assert (await place(node.port, 1.0)).hangup == caller.CALLER_FINISHED
+        finally:
+            node.close()
+
+    run(main())
+
+
+def test_max_concurrent_calls_holds_across_workers(tmp: Path) -> None:
+    async def main() -> None:
+        node = await NodeProcess(tmp, MAX_CONCURRENT_CALLS="3").ready()
+        try:
+            calls = [asyncio.ensure_future(place(node.port, 3.0)) for _ in range(3)]
+            await asyncio.sleep(0.8)
+            assert (await node.agent()) == "ready up 0% maxconn:3\n"
+            status, ready = await node.get("/ready")
+            assert (status, ready["reason"]) == (503, "over_capacity")
+            extra = await asyncio.gather(*(place(node.port, 1.0) for _ in range(4)))
+            assert all(r.hangup == caller.ENGINE_HANGUP for r in extra)
+            reports = await asyncio.gather(*calls)
+            assert all(r.hangup == caller.CALLER_FINISHED for r in reports)
+            await asyncio.sleep(0.3)
+            reasons = [e["reason"] for e in node.events("call_ended")]
+            assert reasons.count("over_capacity") == 4
+            assert (await place(node.port, 1.0)).hangup == caller.CALLER_FINISHED
+        finally:
+            node.close()
+
+    run(main())
+
+
+def test_workers_leave_when_the_supervisor_dies(tmp: Path) -> None:
+    async def main() -> None:
+        node = await NodeProcess(tmp).ready()
+        try:
+            _, health = await node.get("/health")
+            call = asyncio.ensure_future(place(node.port, 10.0))
+            await asyncio.sleep(0.8)
+            node.proc.kill()
+            report = await asyncio.wait_for(call, 5.0)
+            assert report.hangup in (caller.ENGINE_HANGUP, caller.ENGINE_CLOSED)
+            end = time.monotonic() + 5
+            pids = [w["pid"] for w in health["workers"]]
+            while any(_alive(p) for p in pids) and time.monotonic() < end:
+                await asyncio.sleep(0.05)
+            assert not any(_alive(p) for p in pids)
+        finally:
+            node.close()
+
+    run(main())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,139 @@
+"""Admission on the AudioSocket port: the source allowlist, PROXY v2 from trusted proxies
+only, the per-source cap. Real loopback sockets (several 127.0.0.0/8 addresses stand in for
+hosts), a real uvloop worker and the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+import pytest
+
+from engine import caller
+from engine.node.proxy import build_v2
+from engine.worker import WorkerLimits
+from tests.test_call_path import make_config, node, quiet, run, speech
+
+PROXY = "127.0.0.2"
+STRANGER = "127.0.0.3"
+
+
+def _ended(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [getattr(r, "_fields", {}) for r in caplog.records if r.getMessage() == "call_ended"]
+
+
+async def _call(n: Any, *, local: str = "127.0.0.1", preamble: bytes = b"",
+                seconds: float = 1.0) -> caller.CallReport:
+    pcm = speech(8000, 0.4) + quiet(8000, seconds - 0.4)
+    return await n.call(pcm=pcm, kind=0x10, local_addr=(local, 0), preamble=preamble)
+
+
+def test_a_trusted_proxy_carries_the_real_source_to_the_allowlist(
+        caplog: pytest.LogCaptureFixture) -> None:
+    config = make_config(trusted_proxies=(f"{PROXY}/32",), allow_sources=("10.0.0.0/8",))
+
+    async def main() -> None:
+        async with node(config=config) as n:
+            ok = await _call(n, local=PROXY,
+                             preamble=build_v2("proxy", ("10.1.2.3", 40000), ("10.9.9.9", 9093)))
+            assert ok.hangup == caller.CALLER_FINISHED and ok.frames_received > 30
+            barred = await _call(n, local=PROXY, preamble=build_v2(
+                "proxy", ("192.0.2.7", 40001), ("10.9.9.9", 9093)))
+            assert barred.hangup == caller.ENGINE_CLOSED and barred.frames_received == 0
+            check = await _call(n, local=PROXY, preamble=build_v2("local", None, None))
+            assert check.hangup == caller.CALLER_FINISHED
+
+    with caplog.at_level(logging.INFO):
+        run(main())
+    ends = _ended(caplog)
+    assert [e["peer"] for e in ends][:2] == ["10.1.2.3:40000", "192.0.2.7:40001"]
+    assert [e["reason"] for e in ends] == ["caller_hangup", "not_allowed", "caller_hangup"]
+    assert "192.0.2.7 are not allowed by ALLOW_SOURCES" in ends[1]["error"]
+
+
+def test_a_trusted_proxy_without_a_header_is_closed_with_the_reason(
+        caplog: pytest.LogCaptureFixture) -> None:
+    config = make_config(trusted_proxies=(f"{PROXY}/32",))
+
+    async def main() -> None:
+        async with node(config=config) as n:
+            report = await _call(n, local=PROXY)
+            assert report.hangup == caller.ENGINE_CLOSED and report.frames_received == 0
+            good = await _call(n, local="127.0.0.1")
+            assert good.hangup == caller.CALLER_FINISHED
+
+    with caplog.at_level(logging.INFO):
+        run(main())
+    bad, good = _ended(caplog)
+    assert bad["reason"] == "protocol_violation" and bad["error_class"] == "BadProxySignature"
+    assert good["reason"] == "caller_hangup"
+
+
+def test_a_proxy_header_from_an_untrusted_peer_is_not_believed(
+        caplog: pytest.LogCaptureFixture) -> None:
+    config = make_config(trusted_proxies=(f"{PROXY}/32",))
+
+    async def main() -> None:
+        async with node(config=config) as n:
+            forged = build_v2("proxy", ("10.1.2.3", 1), ("10.9.9.9", 9093))
+            report = await _call(n, local=STRANGER, preamble=forged)
+            assert report.hangup == caller.ENGINE_CLOSED and report.frames_received == 0
+
+    with caplog.at_level(logging.INFO):
+        run(main())
+    (end,) = _ended(caplog)
+    assert end["peer"].startswith(STRANGER) and end["error_class"] == "UntrustedProxyHeader"
+    assert "not in TRUSTED_PROXIES" in end["error"]
+
+
+def test_a_direct_caller_outside_the_allowlist_is_closed(
+        caplog: pytest.LogCaptureFixture) -> None:
+    config = make_config(allow_sources=("127.0.0.1/32",))
+
+    async def main() -> None:
+        async with node(config=config) as n:
+            assert (await _call(n, local=STRANGER)).hangup == caller.ENGINE_CLOSED
+            assert (await _call(n, local="127.0.0.1")).hangup == caller.CALLER_FINISHED
+
+    with caplog.at_level(logging.INFO):
+        run(main())
+    assert [e["reason"] for e in _ended(caplog)] == ["not_allowed", "caller_hangup"]
+
+
+def test_the_per_source_cap_refuses_cleanly_and_others_still_get_in(
+        caplog: pytest.LogCaptureFixture) -> None:
+    limits = WorkerLimits(connect_deadline=2.0, max_calls_per_source=2)
+
+    async def main() -> None:
+        async with node(limits=limits) as n:
+            held = [asyncio.ensure_future(_call(n, local=PROXY, seconds=2.0)) for _ in range(2)]
+            await asyncio.sleep(0.5)
+            over = await _call(n, local=PROXY)
+            assert over.hangup == caller.ENGINE_HANGUP and over.frames_received == 0
+            other = await _call(n, local=STRANGER)
+            assert other.hangup == caller.CALLER_FINISHED
+            assert all(r.hangup == caller.CALLER_FINISHED for r in await asyncio.gather(*held))
+            again = await _call(n, local=PROXY)
+            assert again.hangup == caller.CALLER_FINISHED
+
+    with caplog.at_level(logging.INFO):
+        run(main())
+    assert sorted(e["reason"] for e in _ended(caplog)).count("source_cap") == 1
+
+
+def test_uuid_is_still_the_first_message_after_the_header() -> None:
+    config = make_config(trusted_proxies=(f"{PROXY}/32",))
+    call_id = uuid.uuid4()
+
+    async def main() -> None:
+        async with node(config=config) as n:
+            pcm = speech(8000, 0.4) + quiet(8000, 0.6)
+            report = await n.call(pcm=pcm, kind=0x10, uuid=call_id, local_addr=(PROXY, 0),
+                                  preamble=build_v2("proxy", ("10.0.0.1", 5), ("10.0.0.2", 6)))
+            assert report.hangup == caller.CALLER_FINISHED
+            (live,) = n.sim.sessions
+            assert live.report.client_request_id == str(call_id)
+
+    run(main())
