@@ -8,6 +8,7 @@ or the engine broke the protocol, 2 for bad arguments (click's usage errors incl
 from __future__ import annotations
 
 import math
+import os
 import sys
 import uuid as uuidlib
 from pathlib import Path
@@ -22,7 +23,7 @@ from engine._impl import audiosocket
 from engine.errors import ConfigError, MediaError
 from engine.stats import Pacing
 
-__all__ = ["command", "parse_dtmf", "parse_target", "render", "test_phrase"]
+__all__ = ["check_record_path", "command", "parse_dtmf", "parse_target", "render", "test_phrase"]
 
 CALL_FAILED = 1
 BAD_ARGUMENTS = 2
@@ -61,6 +62,22 @@ def parse_dtmf(spec: str) -> list[tuple[float, str]]:
             )
         out.append((seconds, digit))
     return out
+
+
+def check_record_path(path: Path) -> None:
+    """Checks, before the call, that the recording can be written to ``path``.
+
+    Raises:
+        ConfigError: its folder does not exist, or the file cannot be created or replaced.
+    """
+    folder = path.parent
+    if not folder.is_dir():
+        raise ConfigError(f"--record {path}: the folder {folder} does not exist")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise ConfigError(f"--record {path}: the file is not writable")
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--record {path}: the folder {folder} is not writable")
 
 
 def test_phrase(rate: int, tone_seconds: float = 1.0, quiet_seconds: float = 4.0) -> bytes:
@@ -102,7 +119,7 @@ def _fail(message: str, code: int) -> None:
 @click.command("dial")
 @click.argument("target", metavar="HOST:PORT")
 @click.option("--wav", "wav_in", default=None,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
               help="audio to send (16-bit PCM WAV, any rate; first channel if stereo); "
               "default: a built-in 1 s, 440 Hz tone at -12 dBFS, then 4 s of silence")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -134,6 +151,8 @@ def command(
         digits = parse_dtmf(dtmf)
         kind = audiosocket.kind_for_rate(int(rate))
         pcm = wav.read_wav_at(wav_in, int(rate)) if wav_in else test_phrase(int(rate))
+        if record is not None:
+            check_record_path(record)
     except (ConfigError, MediaError, OSError) as exc:
         _fail(str(exc), BAD_ARGUMENTS)
         return

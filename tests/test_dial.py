@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import socket
 import uuid
 import wave
@@ -172,6 +173,29 @@ def test_dial_bad_arguments(tmp_path: Path) -> None:
         assert code == 2 and message in err, (args, err)
     code, _, _ = invoke("127.0.0.1:9", "--wav", str(source), "--rate", "11025")
     assert code == 2
+
+
+def test_dial_checks_the_record_path_before_calling(echo: EchoServer, tmp_path: Path) -> None:
+    source = write(tmp_path / "in.wav", 8000, tone(8000, 0.1))
+    target = f"127.0.0.1:{echo.port}"
+    missing = tmp_path / "no" / "such" / "x.wav"
+    code, out, err = invoke(target, "--wav", str(source), "--record", str(missing))
+    assert code == 2 and out == ""
+    folder = missing.parent
+    assert err == f"voice-engine dial: --record {missing}: the folder {folder} does not exist\n"
+    code, _, err = invoke(target, "--wav", str(source), "--record", str(tmp_path))
+    assert code == 2 and "is a directory" in err
+    code, _, err = invoke(target, "--wav", str(tmp_path / "absent.wav"))
+    assert code == 2 and "does not exist" in err
+    assert not echo.finished.is_set() and echo.events == []  # no call was placed
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_dial_refuses_an_unwritable_record_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o500)
+    with pytest.raises(ConfigError, match="not writable"):
+        dial.check_record_path(folder / "x.wav")
 
 
 def test_render_without_intervals_says_so() -> None:
