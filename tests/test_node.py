@@ -260,3 +260,46 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_worker_that_cannot_boot_stops_the_node_with_a_clear_message(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import sys
+
+    from engine.config import Config
+    from engine.node.supervisor import Supervisor
+
+    config = Config(listen_port=0, health_port=0, agent_port=0, workers=2)
+    failing = [sys.executable, "-c", "import sys; sys.exit(3)"]
+
+    async def main() -> int:
+        return await Supervisor(config, simulator=True, worker_program=failing).run()
+
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO):
+        assert run(main()) == 1
+    assert time.monotonic() - started < 10
+    failed = [r for r in caplog.records if r.getMessage() == "node_failed"]
+    assert len(failed) == 1
+    assert "exited with status 3 before it was listening" in failed[0]._fields["error"]
+    assert not [r for r in caplog.records if r.getMessage() == "worker_started"][2:]
+
+
+def test_a_hung_worker_is_killed_and_replaced(tmp: Path) -> None:
+    async def main() -> None:
+        node = await NodeProcess(tmp).ready()
+        try:
+            _, health = await node.get("/health")
+            hung = health["workers"][0]
+            os.kill(hung["pid"], signal.SIGSTOP)
+            await node.wait_event("worker_unresponsive", timeout=15.0, slot=0)
+            await node.wait_event("worker_ready", count=3, timeout=10.0)
+            _, after = await node.get("/health")
+            assert after["workers"][0]["pid"] != hung["pid"]
+            assert not _alive(hung["pid"])
+            assert (await place(node.port, 1.0)).hangup == caller.CALLER_FINISHED
+        finally:
+            node.close()
+
+    run(main())

@@ -107,11 +107,14 @@ class Supervisor:
         config: the checked configuration.
         simulator: run the built-in Realtime simulator in this process and point workers at it.
         log_format: ``text`` or ``json``, passed on to the workers.
+        worker_program: the command that runs one worker (tests start a failing one).
     """
 
     def __init__(self, config: Config, *, simulator: bool = False,
-                 log_format: str = "json") -> None:
+                 log_format: str = "json", worker_program: list[str] | None = None) -> None:
         self.config = config
+        self.worker_program = worker_program or [sys.executable, "-m",
+                                                 "engine.node.worker_process"]
         self.simulator = simulator
         self.log_format = log_format
         self.workers_wanted = config.workers or usable_cpus()
@@ -362,9 +365,8 @@ class Supervisor:
         assert self._metrics_dir is not None and self._rundir is not None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(self._metrics_dir))
-        argv = [sys.executable, "-m", "engine.node.worker_process",
-                "--control-fd", str(theirs.fileno()), "--log-level", self.config.log_level,
-                "--log-format", self.log_format]
+        argv = [*self.worker_program, "--control-fd", str(theirs.fileno()),
+                "--log-level", self.config.log_level, "--log-format", self.log_format]
         worker.proc = subprocess.Popen(argv, pass_fds=(theirs.fileno(),), env=env,
                                        stdin=subprocess.DEVNULL)
         theirs.close()
