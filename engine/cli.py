@@ -15,13 +15,14 @@ import click
 
 from engine import __version__, logs
 from engine.config import FIELDS, Config
-from engine.errors import ConfigError
+from engine.errors import ConfigError, NativeExtensionMissing
 
 __all__ = ["main"]
 
 log = logging.getLogger("engine.cli")
 
 NOT_BUILT = 2
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _not_built(command: str, what: str) -> None:
@@ -35,7 +36,8 @@ def _not_built(command: str, what: str) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="voice-engine")
-@click.option("--log-level", default="INFO", show_default=True, envvar="LOG_LEVEL")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="info",
+              show_default=True, envvar="LOG_LEVEL")
 def main(log_level: str) -> None:
     """Answers Asterisk AudioSocket calls and bridges each to a Realtime speech model."""
     logs.setup(log_level)
@@ -123,7 +125,21 @@ def check(simulator: bool, env_file: Path | None, **flags: Any) -> None:
     click.echo("configuration ok")
 
 
+def _load_media_core() -> None:
+    """Imports the media core, which the commands registered below import at once.
+
+    A bad ``VOICE_ENGINE_IMPL`` or a missing native build ends the process with its message
+    and status 2, not a traceback, whatever the command (``--help`` included).
+    """
+    try:
+        import engine._impl  # noqa: F401
+    except (ConfigError, NativeExtensionMissing) as exc:
+        click.echo(f"voice-engine: {exc}", err=True)
+        sys.exit(2)
+
+
 def _register() -> None:
+    _load_media_core()
     from engine.bench.command import command as bench_command
     from engine.dial import command as dial_command
     from engine.sim.command import command as sim_command

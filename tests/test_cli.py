@@ -19,10 +19,10 @@ _ENV["PYTHONPATH"] = os.pathsep.join(
 )
 
 
-def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "engine", *args], capture_output=True, text=True, timeout=60,
-        env=_ENV, cwd=cwd,
+        env={**_ENV, **env}, cwd=cwd,
     )
 
 
@@ -45,6 +45,42 @@ def test_version() -> None:
     out = _cli("--version")
     assert out.returncode == 0
     assert "voice-engine" in out.stdout
+
+
+def test_log_level_is_a_choice() -> None:
+    out = _cli("--log-level", "chatty", "info")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "'chatty' is not one of 'debug', 'info', 'warning', 'error'" in out.stderr
+    assert _cli("--log-level", "WARNING", "info").returncode == 0
+    out = _cli("info", LOG_LEVEL="chatty")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_unknown_impl_is_one_line_even_for_help() -> None:
+    out = _cli("--help", VOICE_ENGINE_IMPL="fast")
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr == (
+        "voice-engine: VOICE_ENGINE_IMPL must be 'native' or 'python', not 'fast'\n"
+    )
+
+
+def test_missing_native_build_is_one_paragraph_without_a_traceback() -> None:
+    # A finder that hides the compiled modules, as on a checkout nobody built.
+    code = (
+        "import importlib.abc, runpy, sys\n"
+        "class Hide(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.startswith('engine._native.'):\n"
+        "            raise ImportError('no compiled module ' + name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+        "sys.argv = ['voice-engine', 'info']\n"
+        "runpy.run_module('engine', run_name='__main__')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env=_ENV)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("voice-engine: the native")
+    assert "pip install" in out.stderr and "VOICE_ENGINE_IMPL=python" in out.stderr
 
 
 def test_run_without_a_key_refuses_and_says_how(tmp_path: Path) -> None:
