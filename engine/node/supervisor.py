@@ -191,6 +191,13 @@ class Supervisor:
                    health_port=health_port, agent_port=agent_port,
                    workers=[w.view.pid for w in self._workers], version=__version__,
                    simulator=self.simulator)
+        if self.log_format == "text":
+            upstream = "the built-in Realtime simulator" if self.simulator else self._url
+            print(f"voice-engine is answering AudioSocket calls on {config.listen_host}:"
+                  f"{self.listen_port} with {len(self._workers)} worker(s), bridged to "
+                  f"{upstream}; health on http://{config.listen_host}:{health_port}/health, "
+                  f"agent-check on port {agent_port}. Ctrl-C drains; a second Ctrl-C stops "
+                  "at once.", file=sys.stderr, flush=True)
 
     async def _serve(self) -> int:
         drain: asyncio.Task[None] | None = None
@@ -223,6 +230,7 @@ class Supervisor:
         return 0
 
     async def _drain(self) -> None:
+        began = time.monotonic()
         seconds = float(self.config.drain_seconds)
         self.state.phase = NodePhase.DRAINING
         self._refresh()
@@ -243,7 +251,7 @@ class Supervisor:
                 break
             await asyncio.sleep(WATCH_EVERY)
         await self._stop_workers()
-        logs.event(log, "drained", seconds=round(time.monotonic() - self.started, 3))
+        logs.event(log, "drained", drain_s=round(time.monotonic() - began, 3))
 
     async def _stop_workers(self) -> None:
         """Tells every worker to hang up and leave; kills those that linger."""
