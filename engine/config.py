@@ -190,33 +190,81 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
-_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+# Spaces, perhaps a comment, then the end of the line: a whole line of it is skipped, and it
+# is all that may follow a closing quote.
+_END = re.compile(r"[ \t]*(?:#[^\n]*)?(?:\n|\Z)")
+_BINDING = re.compile(r"[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*=")
+_UNQUOTED_COMMENT = re.compile(r"\s+#.*")
+_ESCAPE = re.compile(r"\\(.)", re.S)
+_DOUBLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f", "v": "\v",
+                   '"': '"', "'": "'", "\\": "\\"}
+# Per quote: the quoted value (an escaped quote does not close it) and the escapes it decodes.
+_QUOTED = {
+    "'": (re.compile(r"'((?:\\'|[^'])*)'"), {"'": "'", "\\": "\\"}),
+    '"': (re.compile(r'"((?:\\"|[^"])*)"'), _DOUBLE_ESCAPES),
+}
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """Reads ``NAME=value`` lines (``export`` prefix, quotes and ``#`` comments allowed).
+    r"""Reads a ``.env`` file by the usual dotenv rules (python-dotenv's, without ``${VAR}``).
+
+    ``NAME=value`` lines, ``export NAME=value`` too; blank and ``#`` lines are skipped. A value
+    in single quotes is literal but for ``\'`` and ``\\``. One in double quotes may hold ``#``
+    and the escapes ``\n``, ``\t``, ``\"``, ``\\`` (and ``\r \a \b \f \v \'``). A quoted value
+    may span lines, and only spaces and a ``# comment`` may follow its closing quote. An
+    unquoted value ends at a ``#`` after whitespace and is stripped; nothing after ``=`` is
+    the empty string.
 
     Raises:
-        ConfigError: the file cannot be read or a line is not an assignment.
+        ConfigError: the file cannot be read, or a line (named ``file:line``) is not an
+            assignment or has a quote that is not closed where it should be.
     """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read env file {path}: {exc.strerror}") from None
     values: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
+    pos = 0
+    while pos < len(text):
+        skip = _END.match(text, pos)
+        if skip is not None:
+            pos = skip.end()
             continue
-        match = _LINE.match(line)
-        if match is None:
-            raise ConfigError(f"{path}:{number}: not a NAME=value line")
-        name, value = match.groups()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        values[name] = value
+        binding = _BINDING.match(text, pos)
+        if binding is None:
+            raise ConfigError(f"{path}:{_line(text, pos)}: not a NAME=value line")
+        name = binding[1]
+        values[name], pos = _env_value(text, binding.end(), path, name)
     return values
+
+
+def _line(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+def _env_value(text: str, pos: int, path: Path, name: str) -> tuple[str, int]:
+    """The value that starts at ``pos`` (just after ``=``), and where the next line starts."""
+    lead = pos
+    while text[lead:lead + 1] in (" ", "\t"):
+        lead += 1
+    quote = text[lead:lead + 1]
+    if quote not in _QUOTED:
+        end = text.find("\n", pos)
+        end = len(text) if end < 0 else end
+        return _UNQUOTED_COMMENT.sub("", text[pos:end]).strip(), end + 1
+    opened = _line(text, lead)
+    pattern, escapes = _QUOTED[quote]
+    closed = pattern.match(text, lead)
+    if closed is None:
+        raise ConfigError(f"{path}:{opened}: the {quote} quote that opens {name}'s value is "
+                          "never closed")
+    rest = _END.match(text, closed.end())
+    if rest is None:
+        at = _line(text, closed.end())
+        where = "" if at == opened else f", which opens at line {opened}: is a quote left open?"
+        raise ConfigError(f"{path}:{at}: only a # comment may follow the closing quote of "
+                          f"{name}'s value{where}")
+    return _ESCAPE.sub(lambda m: escapes.get(m[1], m[0]), closed[1]), rest.end()
 
 
 def load(

@@ -76,6 +76,63 @@ def test_bad_env_file_line_names_the_line(tmp_path: Path) -> None:
         cfg.load({}, tmp_path / "missing.env", require_key=False)
 
 
+def _env(tmp_path: Path, text: str) -> dict[str, str]:
+    path = tmp_path / ".env"
+    path.write_text(text)
+    return cfg.read_env_file(path)
+
+
+@pytest.mark.parametrize(("line", "value"), [
+    ('SYSTEM_PROMPT="Be brief" # note', "Be brief"),
+    ("export SYSTEM_PROMPT=brief", "brief"),
+    ("export  SYSTEM_PROMPT = brief  ", "brief"),
+    (r"SYSTEM_PROMPT='literal \n \" # not a comment'", r'literal \n \" # not a comment'),
+    ("SYSTEM_PROMPT='x'   ", "x"),
+    (r"SYSTEM_PROMPT='it\'s a\\b'", "it's a\\b"),
+    (r'SYSTEM_PROMPT="a # b\nc \"q\" d\\e \$f"', 'a # b\nc "q" d\\e \\$f'),
+    ('SYSTEM_PROMPT="x"#note', "x"),
+    ("SYSTEM_PROMPT=  Be brief   # note", "Be brief"),
+    ("SYSTEM_PROMPT=Be#brief", "Be#brief"),
+    ("SYSTEM_PROMPT=a\t# tab before the hash", "a"),
+    ("SYSTEM_PROMPT=it's \"fine\"", "it's \"fine\""),
+    ("SYSTEM_PROMPT=", ""),
+    ("SYSTEM_PROMPT=   # nothing but a comment", ""),
+    ('SYSTEM_PROMPT=""', ""),
+    ("SYSTEM_PROMPT=''", ""),
+])
+def test_env_file_follows_the_dotenv_rules(tmp_path: Path, line: str, value: str) -> None:
+    assert _env(tmp_path, f"# header\n\n   \n{line}\nOPENAI_VOICE=verse\n") == {
+        "SYSTEM_PROMPT": value, "OPENAI_VOICE": "verse",
+    }
+
+
+def test_env_file_quoted_values_may_span_lines(tmp_path: Path) -> None:
+    text = "A=\"one\n# kept\ntwo\" # note\nB='x\ny'\nC=last"
+    assert _env(tmp_path, text) == {"A": "one\n# kept\ntwo", "B": "x\ny", "C": "last"}
+    assert _env(tmp_path, "A=1\r\nB=\"2\"\r\n") == {"A": "1", "B": "2"}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('A=1\nSYSTEM_PROMPT="Be brief\n', r"\.env:2: the \" quote that opens SYSTEM_PROMPT's value"),
+    ("A=1\n\nB='x\n", r"\.env:3: the ' quote that opens B's value is never closed"),
+    ('A="x" y\n', r"\.env:1: only a # comment may follow the closing quote of A's value$"),
+    ('A="x\nB="y"\n', r"\.env:2: only a # comment .* A's value, which opens at line 1"),
+    ("A=1\n  just words\n", r"\.env:2: not a NAME=value line"),
+    ("1A=x\n", r"\.env:1: not a NAME=value line"),
+])
+def test_env_file_malformed_lines_name_file_and_line(
+    tmp_path: Path, text: str, message: str,
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _env(tmp_path, text)
+
+
+def test_env_file_value_reaches_the_config(tmp_path: Path) -> None:
+    path = tmp_path / ".env"
+    path.write_text('SYSTEM_PROMPT="Be brief" # note\n')
+    assert cfg.load({}, path, require_key=False).system_prompt == "Be brief"
+
+
 def test_azure_host_selects_the_azure_dialect(tmp_path: Path) -> None:
     url = "wss://contoso.openai.azure.com/openai/v1/realtime"
     c = cfg.load({"OPENAI_REALTIME_URL": url}, _empty(tmp_path), require_key=False)
