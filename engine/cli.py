@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from engine import __version__, logs
 from engine.config import FIELDS, Config
@@ -38,9 +39,16 @@ def _not_built(command: str, what: str) -> None:
 @click.version_option(__version__, prog_name="voice-engine")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="info",
               show_default=True, envvar="LOG_LEVEL")
-def main(log_level: str) -> None:
+@click.option("--log-format", type=click.Choice(logs.FORMATS, case_sensitive=False),
+              default="auto", show_default=True, envvar="LOG_FORMAT",
+              help="text, json, or auto: text when stderr is a terminal")
+@click.pass_context
+def main(ctx: click.Context, log_level: str, log_format: str) -> None:
     """Answers Asterisk AudioSocket calls and bridges each to a Realtime speech model."""
-    logs.setup(log_level)
+    logs.setup(log_level, log_format)
+    # Typed before the command, these stand for the command's own flags when it has none.
+    ctx.obj = {name.upper(): ctx.params[name] for name in ("log_level", "log_format")
+               if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
 
 
 @main.command()
@@ -80,6 +88,9 @@ def _config(env_file: Path | None, flags: dict[str, Any], *, require_key: bool) 
     from engine import config
 
     overrides = {s.env: flags.get(s.attr) for s in FIELDS if not s.secret}
+    for name, value in (click.get_current_context().find_root().obj or {}).items():
+        if overrides.get(name) is None:
+            overrides[name] = value
     try:
         return config.load(None, env_file, overrides, require_key=require_key)
     except ConfigError as exc:

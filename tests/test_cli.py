@@ -56,6 +56,29 @@ def test_log_level_is_a_choice() -> None:
     assert out.returncode == 2 and "Traceback" not in out.stderr
 
 
+def test_log_format_text_for_people_json_for_pipes() -> None:
+    out = _cli("--log-format", "text", "info")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.split()[1:4] == ["info", "media_core", "impl=native"]
+    out = _cli("info", LOG_FORMAT="TEXT")
+    assert out.stderr.split()[1:3] == ["info", "media_core"]
+    assert '"event":"media_core"' in _cli("info").stderr  # auto, and stderr is a pipe
+    out = _cli("--log-format", "xml", "info")
+    assert out.returncode == 2 and "'xml' is not one of 'auto', 'text', 'json'" in out.stderr
+
+
+def test_log_choices_before_the_command_reach_its_configuration(tmp_path: Path) -> None:
+    """``voice-engine --log-format text run``: run loads LOG_FORMAT from its configuration."""
+    out = _cli("--log-format", "text", "--log-level", "debug", "check", "--simulator",
+               cwd=tmp_path)
+    assert "LOG_FORMAT=text" in out.stdout and "LOG_LEVEL=debug" in out.stdout
+    out = _cli("--log-format", "text", "check", "--simulator", "--log-format", "json",
+               cwd=tmp_path)
+    assert "LOG_FORMAT=json" in out.stdout
+    (tmp_path / ".env").write_text("LOG_FORMAT=json\n")
+    assert "LOG_FORMAT=json" in _cli("check", "--simulator", cwd=tmp_path).stdout
+
+
 def test_unknown_impl_is_one_line_even_for_help() -> None:
     out = _cli("--help", VOICE_ENGINE_IMPL="fast")
     assert out.returncode == 2 and out.stdout == ""
