@@ -16,6 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import orjson
@@ -745,13 +746,15 @@ def test_stop_mid_response_closes_clients_and_leaks_nothing() -> None:
     run(body)
 
 
-def test_without_the_sdk_validation_is_off_with_one_log_line() -> None:
+@pytest.mark.parametrize(("required", "level"), [(False, "info"), (True, "warning")])
+def test_without_the_sdk_validation_is_off_with_one_log_line(required: bool, level: str) -> None:
     code = (
         "import sys, asyncio; sys.modules['openai'] = None\n"
-        "from engine import logs; logs.setup('INFO')\n"
-        "from engine.sim import Simulator\n"
+        "from engine import logs; logs.setup('INFO', 'json')\n"
+        "from engine.sim import Simulator, SimConfig\n"
         "async def main():\n"
-        "    sim = Simulator(); await sim.start(); await sim.stop()\n"
+        f"    sim = Simulator(SimConfig(validation_required={required}))\n"
+        "    await sim.start(); await sim.stop()\n"
         "asyncio.run(main())\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -759,8 +762,27 @@ def test_without_the_sdk_validation_is_off_with_one_log_line() -> None:
     assert out.returncode == 0, out.stderr
     lines = [orjson.loads(line) for line in out.stderr.splitlines()]
     off = [line for line in lines if line["event"] == "sim_validation_off"]
-    assert len(off) == 1 and "openai" in off[0]["reason"]
+    assert len(off) == 1 and off[0]["level"] == level
+    assert "openai package is not installed" in off[0]["reason"]
+    assert "pip install openai" in off[0]["fix"] and "turns it on" in off[0]["fix"]
     assert next(line for line in lines if line["event"] == "sim_listening")["validation"] == "off"
+
+
+def test_sim_command_requires_validation_only_when_asked() -> None:
+    seen: list[SimConfig] = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(config: SimConfig, keep_sessions: int) -> None:
+        seen.append(config)
+        raise Stop
+
+    with mock.patch("engine.sim.command.Simulator", capture):
+        for args in ([], ["--validation", "all"], ["--validation", "off"]):
+            result = CliRunner().invoke(command, args)
+            assert isinstance(result.exception, Stop), result.output
+    assert [c.validation_required for c in seen] == [False, True, False]
 
 
 def test_a_long_running_simulator_keeps_only_the_latest_sessions() -> None:

@@ -12,12 +12,19 @@ import sys
 
 import click
 import orjson
+from click.core import ParameterSource
 
 from engine.errors import ConfigError
 from engine.sim.config import Dialect, Signal, SimConfig, ToolScript, ValidationMode, parse_fault
 from engine.sim.server import Simulator
 
 __all__ = ["command", "serve_until_signal"]
+
+
+def _given(param: str) -> bool:
+    """Whether ``--param`` was typed on the command line (not its default)."""
+    source = click.get_current_context().get_parameter_source(param)
+    return source is ParameterSource.COMMANDLINE
 
 
 def _tool(text: str) -> ToolScript:
@@ -94,6 +101,7 @@ def command(
             vad_silence_ms=vad_silence_ms,
             validation=ValidationMode(validation),
             sample_every=sample_every,
+            validation_required=_given("validation") and validation != "off",
             tool_scripts=tuple(_tool(t) for t in tools),
             faults=tuple(parse_fault(f) for f in faults),
         )

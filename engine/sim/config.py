@@ -124,6 +124,8 @@ class SimConfig:
         vad_threshold_dbfs: RMS level (per 10 ms) above which input counts as speech.
         vad_silence_ms: silence that ends a turn unless the session sets its own.
         validation, sample_every: event checking; SAMPLE checks one event in ``sample_every``.
+        validation_required: the operator asked for checking by name, so a missing SDK is a
+            warning, not the notice a default gets.
         tool_scripts: scripted function-call responses.
         faults: applied to every connection (the CLI's ``--fault``).
     """
@@ -142,6 +144,7 @@ class SimConfig:
     vad_silence_ms: int = 500
     validation: ValidationMode = ValidationMode.ALL
     sample_every: int = 50
+    validation_required: bool = False
     tool_scripts: tuple[ToolScript, ...] = ()
     faults: tuple[Fault, ...] = ()
 

@@ -366,8 +366,11 @@ class Simulator:
         """Starts listening; returns the bound port."""
         if self._validate and not sdk_available():
             self._validate = False
-            logs.event(log, "sim_validation_off", level=logging.WARNING,
-                       reason="the openai package is not installed")
+            level = logging.WARNING if self.config.validation_required else logging.INFO
+            logs.event(log, "sim_validation_off", level=level,
+                       reason="the openai package is not installed, so the simulator does not "
+                       "check the engine's events against the OpenAI SDK",
+                       fix="pip install openai (or pip install 'voice-engine[test]') turns it on")
         if self._validate:
             dialects = [self.config.dialect] if self.config.dialect else list(Dialect)
             for d in dialects:
