@@ -95,7 +95,6 @@ class Setting:
         return "--" + self.env.lower().replace("_", "-")
 
 
-_PORT = _ranged(int, 1, 65535)
 _LISTEN = _ranged(int, 0, 65535)  # 0 picks a free port; the node_ready log line names it
 
 FIELDS: tuple[Setting, ...] = (
@@ -121,12 +120,6 @@ FIELDS: tuple[Setting, ...] = (
     Setting("LOG_FORMAT", _choice("auto", "text", "json"), "log lines: text on a terminal"),
     Setting("LOG_TRANSCRIPTS", _bool, "transcripts in logs"),
     Setting("MAX_CONCURRENT_CALLS", _ranged(int, 1, 1_000_000), "calls per node"),
-    Setting("AMI_HOST", _text, "Asterisk manager host"),
-    Setting("AMI_PORT", _PORT, "Asterisk manager port"),
-    Setting("AMI_USER", _optional, "Asterisk manager user"),
-    Setting("AMI_PASS", _optional, "Asterisk manager password", True),
-    Setting("BACKEND_API_URL", _optional, "base URL for http tool actions"),
-    Setting("BACKEND_API_KEY", _optional, "bearer key for http tool actions", True),
     Setting("REALTIME_DIALECT", _choice("ga", "beta", "azure"), "Realtime API dialect"),
     Setting("UPSTREAM_FORMAT", _choice("pcm16", "pcmu"), "upstream audio format"),
     Setting("APPEND_MS", _ranged(int, 20, 100), "caller-audio batching in ms"),
@@ -136,7 +129,8 @@ FIELDS: tuple[Setting, ...] = (
     Setting("MAX_OUTPUT_TOKENS", _ranged(int, 1, 4096), "output tokens per response"),
     Setting("MAX_CALL_SECONDS", _ranged(int, 1, 86_400), "call length before wrap-up"),
     Setting("HANDSHAKE_TIMEOUT_MS", _ranged(int, 100, 60_000), "UUID deadline in ms"),
-    Setting("AGENT_FILE", _optional, "agent TOML (arrives with the agent issue)"),
+    # Declared so that an operator's .env that sets it is refused, not silently ignored.
+    Setting("AGENT_FILE", _optional, "agent file: not supported by this version; leave unset"),
 )
 
 _BY_ENV = {s.env: s for s in FIELDS}
@@ -168,12 +162,6 @@ class Config:
     log_format: str = "auto"
     log_transcripts: bool = False
     max_concurrent_calls: int = 1000
-    ami_host: str = "127.0.0.1"
-    ami_port: int = 5038
-    ami_user: str | None = None
-    ami_pass: str | None = field(default=None, repr=False)
-    backend_api_url: str | None = None
-    backend_api_key: str | None = field(default=None, repr=False)
     realtime_dialect: str = "ga"
     upstream_format: str = "pcm16"
     append_ms: int = 40
@@ -324,7 +312,10 @@ def _cross_checks(config: Config, require_key: bool) -> list[str]:
     elif "key" in {k.lower() for k in parse_qs(url.query)}:
         problems.append("OPENAI_REALTIME_URL must not carry a key in its query; use the header")
     if config.agent_file is not None:
-        problems.append("AGENT_FILE is not supported yet: agent files arrive with the agent issue")
+        problems.append(
+            "AGENT_FILE is set, but agent files (tools, per-listener profiles) are not supported "
+            "by this version: unset it; the engine runs SYSTEM_PROMPT as its instructions"
+        )
     return problems
 
 

@@ -142,6 +142,17 @@ def test_azure_host_selects_the_azure_dialect(tmp_path: Path) -> None:
     assert cfg.dialect_of(c) == "beta"
 
 
-def test_agent_file_says_it_is_not_supported_yet(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="agent issue"):
+def test_agent_file_is_refused_saying_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
         cfg.load({"AGENT_FILE": "agent.toml"}, _empty(tmp_path), require_key=False)
+    assert (
+        "AGENT_FILE is set, but agent files (tools, per-listener profiles) are not supported by "
+        "this version: unset it; the engine runs SYSTEM_PROMPT as its instructions"
+    ) in str(info.value)
+    assert not any("issue" in s.help for s in cfg.FIELDS)
+
+
+def test_only_settings_that_work_are_declared() -> None:
+    names = {s.env for s in cfg.FIELDS}
+    assert names.isdisjoint({"AMI_HOST", "AMI_PORT", "AMI_USER", "AMI_PASS", "BACKEND_API_URL",
+                             "BACKEND_API_KEY"})
