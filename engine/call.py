@@ -31,6 +31,7 @@ from engine import logs, realtime
 from engine._impl import audiosocket, g711, playout, resample
 from engine.config import Config, dialect_of
 from engine.errors import EngineError, KindChanged, UnsupportedRate, UpstreamError
+from engine.toolcalls import ToolCalls
 
 __all__ = [
     "Action",
@@ -40,6 +41,8 @@ __all__ = [
     "EndCall",
     "EndReason",
     "REFUSALS",
+    "RunTool",
+    "StartGoodbye",
     "Rephase",
     "StartPacing",
     "State",
@@ -51,6 +54,7 @@ UPSTREAM_RATE = 24000
 PCMU_RATE = 8000
 MAX_TRANSCRIPT_LINES = 500
 MAX_DTMF = 256
+GOODBYE_INSTRUCTIONS = "Say goodbye to the caller in one short sentence."
 WRAPUP_INSTRUCTIONS = (
     "The call has reached its time limit. Tell the caller politely that you have to end the "
     "call now, and say goodbye in one short sentence."
@@ -88,6 +92,7 @@ class EndReason(enum.Enum):
     DRAINING = "draining"
     NOT_ALLOWED = "not_allowed"
     SHUTDOWN = "shutdown"
+    AGENT_HANGUP = "agent_hangup"
 
 
 REFUSALS = frozenset({EndReason.OVER_CAPACITY, EndReason.SOURCE_CAP, EndReason.DRAINING})
@@ -120,7 +125,22 @@ class EndCall:
     error: EngineError | None = None
 
 
-Action = ConnectUpstream | StartPacing | Rephase | EndCall
+@dataclass(frozen=True, slots=True)
+class RunTool:
+    """Run the tool ``name`` with the model's ``arguments`` (untrusted JSON text), then call
+    :meth:`Call.tool_result` with ``call_id``."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartGoodbye:
+    """The call is saying goodbye: arm the wrap-up deadline (:meth:`Call.wrapup_expired`)."""
+
+
+Action = ConnectUpstream | StartPacing | Rephase | EndCall | RunTool | StartGoodbye
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +218,7 @@ class _Response:
     audio_started: bool = False
     cancelled: bool = False
     wrapup: bool = False
+    hangup_after: bool = False
 
 
 @dataclass(slots=True)
@@ -213,6 +234,7 @@ class CallStats:
     cancels: int = 0
     server_errors: int = 0
     rephases: int = 0
+    tool_calls: int = 0
     dtmf: list[str] = field(default_factory=list)
     transcript: deque[tuple[str, str]] = field(
         default_factory=lambda: deque(maxlen=MAX_TRANSCRIPT_LINES)
@@ -251,6 +273,10 @@ class Call:
         self._prebuffer_bytes = 0
         self._response: _Response | None = None
         self._goodbye_done = False
+        self._goodbye_reason = EndReason.MAX_DURATION
+        self._tools = ToolCalls()
+        self._after_response: list[bytes] = []
+        self._last_done: tuple[str, bool] | None = None
 
     # -- inputs from the adapter -------------------------------------------------------------
 
@@ -306,9 +332,14 @@ class Call:
         if self.playout is None:
             return None
         frame: bytes = self.playout.pop_message()
-        if self._goodbye_done and not self.playout.playing:
-            self._end(EndReason.MAX_DURATION)
+        if self._goodbye_done and self._played_out():
+            self._end(self._goodbye_reason)
         return frame
+
+    def _played_out(self) -> bool:
+        """Nothing of the model's is left to play: the last frame is on the wire."""
+        playout = self.playout
+        return playout is None or (not playout.playing and playout.buffered_samples == 0)
 
     def handshake_timeout(self) -> None:
         """The handshake deadline passed; ends the call if the UUID has not arrived."""
@@ -331,7 +362,33 @@ class Call:
     def wrapup_expired(self) -> None:
         """The goodbye did not finish in time: hang up regardless."""
         if self.state is State.WRAPPING_UP:
-            self._end(EndReason.MAX_DURATION)
+            self._end(self._goodbye_reason)
+
+    def tool_result(self, call_id: str, output: str, *, hangup: bool = False) -> None:
+        """A tool's result (JSON text for the model); ``hangup`` ends the call once the
+        goodbye has played out."""
+        if self.state is State.ENDED:
+            return
+        self.to_upstream.append(self._encoder.function_output(call_id, output))
+        response_id = self._tools.owner(call_id)
+        wants_response = self._tools.answered(call_id)
+        if hangup:
+            self._hang_up_after_goodbye(response_id)
+        elif wants_response and self.state is State.ACTIVE:
+            self.to_upstream.append(self._encoder.response_create())
+
+    def tool_late_result(self, name: str, output: str) -> None:
+        """A result that came after its tool's "still working" answer: told to the model as a
+        system message, now if it is not speaking, else once its response is done."""
+        if self.state is not State.ACTIVE:
+            return
+        events = [self._encoder.item_create_text(
+            f"The tool {name} has now finished. Its result: {output}", role="system"),
+            self._encoder.response_create()]
+        if self._response is None:
+            self.to_upstream.extend(events)
+        else:
+            self._after_response.extend(events)
 
     def shutdown(self) -> None:
         """The node is stopping: a clean hangup."""
@@ -481,10 +538,43 @@ class Call:
         if self.playout is not None and not response.cancelled:
             self.playout.mark_complete()
         self._response = None
-        if response.wrapup and self.state is State.WRAPPING_UP:
+        self._last_done = (response.response_id, response.audio_started)
+        if response.hangup_after and self.state is State.ACTIVE:
+            self._begin_goodbye(EndReason.AGENT_HANGUP, said=response.audio_started)
+        elif response.wrapup and self.state is State.WRAPPING_UP:
             self._goodbye_done = True
             if self.playout is None:
-                self._end(EndReason.MAX_DURATION)
+                self._end(self._goodbye_reason)
+        if self._tools.response_done(event.response_id) and self.state is State.ACTIVE:
+            self.to_upstream.append(self._encoder.response_create())
+        elif self._after_response and self.state is State.ACTIVE:
+            self.to_upstream.extend(self._after_response)
+        self._after_response.clear()
+
+    def _hang_up_after_goodbye(self, response_id: str | None) -> None:
+        """The hangup tool ran. The goodbye is the response that called it: once it is done
+        and played out, or, if it said nothing, one asked for now."""
+        if self.state is not State.ACTIVE:
+            return
+        response = self._response
+        if response is not None and response.response_id == response_id:
+            response.hangup_after = True
+            return
+        said = self._last_done is not None and self._last_done == (response_id, True)
+        self._begin_goodbye(EndReason.AGENT_HANGUP, said=said)
+
+    def _begin_goodbye(self, reason: EndReason, *, said: bool) -> None:
+        """Hang up with ``reason`` once the goodbye has played: the audio already buffered
+        when ``said``, else a goodbye the model is asked for now."""
+        self._move(State.WRAPPING_UP)
+        self._goodbye_reason = reason
+        self._actions.append(StartGoodbye())
+        if said:
+            self._goodbye_done = True
+            if self._played_out():
+                self._end(reason)
+        else:
+            self.to_upstream.append(self._encoder.response_create(GOODBYE_INSTRUCTIONS))
 
     def _on_speech_started(self, event: realtime.SpeechStarted) -> None:
         response = self._response
@@ -518,13 +608,16 @@ class Call:
     def _on_function_call(self, event: realtime.FunctionCallDone) -> None:
         response = self._response
         if response is not None and response.cancelled:
+            logs.event(log, "tool_call_dropped", call=self._id(), tool=event.name,
+                       reason="its response was cancelled by barge-in")
             return
-        logs.event(log, "tool_call_refused", logging.WARNING, call=self._id(), tool=event.name,
-                   reason="no tools are configured")
-        self.to_upstream.append(self._encoder.function_output(
-            event.call_id, '{"error": "no tool of this name is available"}'
-        ))
-        self.to_upstream.append(self._encoder.response_create())
+        if self.state is not State.ACTIVE:
+            self.to_upstream.append(self._encoder.function_output(
+                event.call_id, '{"error": "the call is ending; no tool can run now"}'))
+            return
+        self.stats.tool_calls += 1
+        self._tools.started(event.response_id, event.call_id)
+        self._actions.append(RunTool(event.call_id, event.name, event.arguments))
 
     def _on_server_error(self, event: realtime.ServerError) -> None:
         self.stats.server_errors += 1

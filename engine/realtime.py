@@ -503,7 +503,7 @@ class Decoder:
     def _function_call_done(self, doc: dict[str, Any]) -> ServerEvent:
         item_id = _str(doc, "item_id")
         remembered = self._names.pop(item_id, None)
-        name = _opt_str(doc, "name") or remembered
+        name = remembered or _opt_str(doc, "name")
         if name is None:
             raise UpstreamBadEvent(
                 f"response.function_call_arguments.done: no name known for item {item_id}"

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
+import orjson
+
 from engine import logs, upstream
 from engine.call import (
     REFUSALS,
@@ -24,6 +26,8 @@ from engine.call import (
     EndCall,
     EndReason,
     Rephase,
+    RunTool,
+    StartGoodbye,
     StartPacing,
 )
 from engine.clock import Clock
@@ -287,6 +291,10 @@ class CallConnection(asyncio.Protocol):
                 self._later(self.worker.limits.max_call_seconds, self._max_duration)
             elif type(action) is ConnectUpstream:
                 self._connect_task = asyncio.get_running_loop().create_task(self._connect())
+            elif type(action) is RunTool:
+                self.worker.run_tool(self, action)
+            elif type(action) is StartGoodbye:
+                self._later(self.worker.limits.wrapup_seconds, self.call.wrapup_expired)
             elif type(action) is EndCall:
                 self._end(action)
 
@@ -403,6 +411,15 @@ class Worker:
         if self.clock is not None:
             self.clock.stop()
         await asyncio.sleep(0)
+
+    def run_tool(self, conn: CallConnection, action: RunTool) -> None:
+        """Runs the tool the model asked for; with no tools configured, a structured error."""
+        logs.event(log, "tool_call_refused", logging.WARNING, call=conn.call._id(),
+                   tool=action.name, reason="no tools are configured")
+        conn.call.tool_result(action.call_id, orjson.dumps(
+            {"error": "unknown_tool", "message": f"no tool named {action.name!r} exists"}
+        ).decode())
+        conn._act()
 
     def _clock_stats(self, pacer: Pacer) -> None:
         """Once per tick: the clock's counters into the metrics, as increments."""

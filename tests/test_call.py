@@ -21,6 +21,8 @@ from engine.call import (
     EndCall,
     EndReason,
     Rephase,
+    RunTool,
+    StartGoodbye,
     StartPacing,
     State,
 )
@@ -317,16 +319,152 @@ def test_max_duration_plays_the_goodbye_then_hangs_up() -> None:
     assert ends[0].hangup == audiosocket.HANGUP
 
 
-def test_function_call_without_tools_gets_an_error_output() -> None:
+def function_call(call: Call, call_id: str = "call_1", name: str = "lookup",
+                  response_id: str = "resp_1", arguments: str = "{}") -> None:
+    item_id = f"fc_{call_id}"
+    call.upstream_message(server("response.output_item.added", response_id=response_id,
+                                 output_index=0, item={"id": item_id, "type": "function_call",
+                                                       "name": name, "call_id": call_id,
+                                                       "arguments": ""}))
+    call.upstream_message(server("response.function_call_arguments.done",
+                                 response_id=response_id, item_id=item_id, output_index=0,
+                                 call_id=call_id, arguments=arguments))
+
+
+def response_done(call: Call, response_id: str = "resp_1", status: str = "completed") -> None:
+    call.upstream_message(server("response.done", response={
+        "id": response_id, "object": "realtime.response", "status": status, "output": [],
+    }))
+
+
+def test_a_function_call_asks_the_adapter_to_run_its_tool() -> None:
     call = active_call()
     sent(call)
     start_response(call)
-    call.upstream_message(server("response.output_item.added", response_id="resp_1",
-                                 output_index=0, item={"id": "fc_1", "type": "function_call",
-                                                       "name": "lookup", "call_id": "call_1",
-                                                       "arguments": ""}))
-    call.upstream_message(server("response.function_call_arguments.done", response_id="resp_1",
-                                 item_id="fc_1", output_index=0, call_id="call_1",
-                                 arguments="{}"))
-    types = [e["type"] for e in sent(call)]
-    assert types == ["conversation.item.create", "response.create"]
+    function_call(call, arguments='{"phone": "+15551234"}')
+    (run,) = [a for a in call.actions() if isinstance(a, RunTool)]
+    assert (run.call_id, run.name, run.arguments) == ("call_1", "lookup", '{"phone": "+15551234"}')
+    assert sent(call) == []
+    response_done(call)
+    assert sent(call) == []
+    call.tool_result("call_1", '{"name": "Ada"}')
+    output, create = sent(call)
+    assert output["item"] == {"type": "function_call_output", "call_id": "call_1",
+                              "output": '{"name": "Ada"}'}
+    assert create["type"] == "response.create"
+
+
+def test_parallel_calls_get_one_response_once_all_are_answered() -> None:
+    call = active_call()
+    sent(call)
+    start_response(call)
+    function_call(call, "call_a", "lookup")
+    function_call(call, "call_b", "availability")
+    assert len([a for a in call.actions() if isinstance(a, RunTool)]) == 2
+    call.tool_result("call_b", "{}")
+    response_done(call)
+    assert [e["type"] for e in sent(call)] == ["conversation.item.create"]
+    call.tool_result("call_a", "{}")
+    assert [e["type"] for e in sent(call)] == ["conversation.item.create", "response.create"]
+
+
+def test_a_tool_call_from_a_response_cancelled_by_barge_in_does_not_run() -> None:
+    call = active_call()
+    sent(call)
+    start_response(call)
+    call.upstream_message(delta(tone(24000, 200)))
+    call.next_frame()
+    call.upstream_message(server("input_audio_buffer.speech_started", audio_start_ms=100,
+                                 item_id="in_1"))
+    function_call(call)
+    assert not [a for a in call.actions() if isinstance(a, RunTool)]
+
+
+def test_a_late_result_waits_for_the_current_response() -> None:
+    call = active_call()
+    sent(call)
+    start_response(call, "resp_2")
+    call.tool_late_result("lookup", '{"name": "Ada"}')
+    assert sent(call) == []
+    response_done(call, "resp_2")
+    message, create = sent(call)
+    assert message["item"]["role"] == "system" and "Ada" in message["item"]["content"][0]["text"]
+    assert create["type"] == "response.create"
+    call.tool_late_result("lookup", "{}")
+    assert [e["type"] for e in sent(call)] == ["conversation.item.create", "response.create"]
+
+
+def _play_out(call: Call, frames: int = 50) -> tuple[list[bytes], EndCall | None]:
+    out = []
+    for _ in range(frames):
+        frame = call.next_frame()
+        assert frame is not None
+        out.append(frame)
+        ends = [a for a in call.actions() if isinstance(a, EndCall)]
+        if ends:
+            return out, ends[0]
+    return out, None
+
+
+def test_hangup_after_the_goodbye_in_the_same_response_has_played() -> None:
+    call = active_call()
+    sent(call)
+    start_response(call)
+    call.upstream_message(delta(tone(24000, 200)))
+    function_call(call, name="end_call")
+    call.tool_result("call_1", '{"ok": true}', hangup=True)
+    assert [e["type"] for e in sent(call)] == ["conversation.item.create"]
+    response_done(call)
+    assert [type(a) for a in call.actions()][-1] is StartGoodbye
+    assert not [e for e in sent(call) if e["type"] == "response.create"]
+    frames, end = _play_out(call)
+    assert end is not None and end.reason is EndReason.AGENT_HANGUP
+    assert end.hangup == audiosocket.HANGUP
+    loud = [f for f in frames if f != audiosocket.silence(0x10)]
+    assert len(loud) >= 9 and frames[-1] != audiosocket.silence(0x10)
+
+
+def test_hangup_result_after_the_spoken_response_finished_waits_for_playout() -> None:
+    call = active_call()
+    sent(call)
+    start_response(call)
+    call.upstream_message(delta(tone(24000, 200)))
+    function_call(call, name="end_call")
+    response_done(call)
+    call.tool_result("call_1", '{"ok": true}', hangup=True)
+    assert not [e for e in sent(call) if e["type"] == "response.create"]
+    frames, end = _play_out(call)
+    assert end is not None and end.reason is EndReason.AGENT_HANGUP
+    assert frames[-1] != audiosocket.silence(0x10)
+
+
+def test_hangup_without_a_goodbye_asks_for_one_first() -> None:
+    call = active_call()
+    sent(call)
+    start_response(call)
+    function_call(call, name="end_call")
+    response_done(call)
+    call.tool_result("call_1", '{"ok": true}', hangup=True)
+    output, create = sent(call)
+    assert create["type"] == "response.create" and "goodbye" in create["response"]["instructions"]
+    start_response(call, "resp_bye")
+    call.upstream_message(delta(tone(24000, 100), "resp_bye", "item_bye"))
+    _, early = _play_out(call, 2)
+    assert early is None
+    response_done(call, "resp_bye")
+    frames, end = _play_out(call)
+    assert end is not None and end.reason is EndReason.AGENT_HANGUP
+    assert sum(f != audiosocket.silence(0x10) for f in frames) >= 3
+
+
+def test_the_goodbye_deadline_hangs_up_regardless() -> None:
+    call = active_call()
+    sent(call)
+    start_response(call)
+    function_call(call, name="end_call")
+    response_done(call)
+    call.tool_result("call_1", "{}", hangup=True)
+    call.actions()
+    call.wrapup_expired()
+    (end,) = [a for a in call.actions() if isinstance(a, EndCall)]
+    assert end.reason is EndReason.AGENT_HANGUP
