@@ -39,13 +39,20 @@ from engine.errors import (
     UpstreamError,
 )
 from engine.metrics import METRICS
-from engine.node.admission import SourcePolicy
+from engine.node.admission import NODE_FULL, SOURCE_CAP, SOURCE_TABLE_FULL, SourcePolicy
 from engine.node.proxy import ProxyParser, looks_like_proxy
 from engine.pacer import Pacer
 
 __all__ = ["CallConnection", "Counts", "LocalCounts", "Worker", "WorkerLimits"]
 
 log = logging.getLogger("engine.worker")
+
+
+_REFUSAL_FOR = {
+    NODE_FULL: EndReason.OVER_CAPACITY,
+    SOURCE_CAP: EndReason.SOURCE_CAP,
+    SOURCE_TABLE_FULL: EndReason.OVER_CAPACITY,
+}
 
 
 class Counts(Protocol):
@@ -57,7 +64,8 @@ class Counts(Protocol):
 
 
 class LocalCounts:
-    """The counts of a worker that runs alone (tests, embedding): its own calls only."""
+    """The counts of a worker that runs alone (tests, embedding): its own calls only, by the
+    same rules as :meth:`engine.node.admission.NodeCounts.admit`."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -65,10 +73,10 @@ class LocalCounts:
 
     def admit(self, source: str, max_calls: int, max_per_source: int) -> str | None:
         if self.calls >= max_calls:
-            return "node_full"
+            return NODE_FULL
         held = self.by_source.get(source, 0)
         if max_per_source and held >= max_per_source:
-            return "source_cap"
+            return SOURCE_CAP
         self.calls += 1
         self.by_source[source] = held + 1
         return None
@@ -141,7 +149,9 @@ class CallConnection(asyncio.Protocol):
         METRICS.active_calls.inc()
         self._later(worker.limits.handshake_timeout, self.call.handshake_timeout)
         policy = worker.policy
-        if policy is not None and host and policy.is_trusted_proxy(host):
+        if not host:
+            self.call.reject(EndReason.NOT_ALLOWED, SourceNotAllowed(host))
+        elif policy is not None and policy.is_trusted_proxy(host):
             self._proxy = ProxyParser()
         else:
             self._admit(host)
@@ -180,16 +190,17 @@ class CallConnection(asyncio.Protocol):
         self._proxy = None
         header = parser.header
         assert header is not None
+        self._first = False
         if header.source is not None:
             self.call.peer = f"{header.source[0]}:{header.source[1]}"
             self._admit(header.source[0])
         else:
-            # LOCAL (the proxy's own check) or an address-less family: the proxy itself.
-            self._admit(self._host, allowlist=False)
+            # LOCAL is the proxy's own check; an address-less PROXY is judged as the proxy.
+            self._admit(self._host, allowlist=header.command != "local")
         if self.call.end_reason is not None:
             self._act()
             return b""
-        return bytes(parser.remainder)
+        return parser.remainder
 
     def _admit(self, host: str, *, allowlist: bool = True) -> None:
         """The allowlist, then the node's limits: a refusal is a clean hangup."""
@@ -204,7 +215,7 @@ class CallConnection(asyncio.Protocol):
         limits = worker.limits
         cause = worker.counts.admit(host, limits.max_calls, limits.max_calls_per_source)
         if cause is not None:
-            call.refuse(EndReason.OVER_CAPACITY if cause == "node_full" else EndReason.SOURCE_CAP)
+            call.refuse(_REFUSAL_FOR[cause])
             return
         self._source = host
 
@@ -451,7 +462,7 @@ class Worker:
         METRICS.bargeins.inc(stats.bargeins)
         if call.playout is not None:
             METRICS.underruns.inc(call.playout.underruns)
-        if action.reason not in REFUSALS and action.reason is not EndReason.NOT_ALLOWED:
+        if call.uuid is not None and action.reason not in REFUSALS:
             METRICS.call_seconds.observe(time.monotonic() - conn._started)
         if isinstance(action.error, UpstreamError):
             METRICS.upstream_errors.labels(error=type(action.error).__name__).inc()

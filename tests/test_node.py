@@ -303,3 +303,39 @@ def test_a_hung_worker_is_killed_and_replaced(tmp: Path) -> None:
             node.close()
 
     run(main())
+
+
+def test_a_signal_while_starting_stops_the_node_and_its_workers(tmp: Path) -> None:
+    async def main() -> None:
+        node = NodeProcess(tmp)
+        try:
+            await node.wait_event("worker_started", count=2)
+            node.signal(signal.SIGINT)
+            assert await node.exited(10.0) == 0
+            pids = [e["pid"] for e in node.events("worker_started")]
+            end = time.monotonic() + 5
+            while any(_alive(p) for p in pids) and time.monotonic() < end:
+                await asyncio.sleep(0.05)
+            assert not any(_alive(p) for p in pids)
+            assert not node.events("node_ready")
+        finally:
+            node.close()
+
+    run(main())
+
+
+def test_a_drain_right_after_a_restart_reaches_the_new_worker(tmp: Path) -> None:
+    async def main() -> None:
+        node = await NodeProcess(tmp, DRAIN_SECONDS="60").ready()
+        try:
+            _, health = await node.get("/health")
+            os.kill(health["workers"][0]["pid"], signal.SIGKILL)
+            await node.wait_event("worker_started", count=3, timeout=10.0)
+            node.signal(signal.SIGTERM)
+            assert await node.exited(15.0) == 0
+            stopped = node.events("worker_stopped")
+            assert len(stopped) == 2 and all(e["reason"] == "drained" for e in stopped)
+        finally:
+            node.close()
+
+    run(main())

@@ -130,7 +130,9 @@ class EngineProcess:
 
         url = f"http://127.0.0.1:{self.health_port}/health"
         try:
-            async with aiohttp.ClientSession() as session, session.get(url) as response:
+            timeout = aiohttp.ClientTimeout(total=5)
+            async with (aiohttp.ClientSession(timeout=timeout) as session,
+                        session.get(url) as response):
                 doc = await response.json()
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return None

@@ -23,7 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from engine import __version__
-from engine.node.state import NodeState, agent_reply, readiness
+from engine.node.state import NodePhase, NodeState, agent_reply, readiness
 
 __all__ = ["AgentCheck", "health_app"]
 
@@ -42,7 +42,7 @@ class _NodeCollector(Collector):
         yield GaugeMetricFamily("voice_engine_node_ready", "1 while the node accepts calls",
                                 value=1 if ready else 0)
         yield GaugeMetricFamily("voice_engine_node_draining", "1 while the node drains",
-                                value=1 if state.phase.value in ("draining", "stopping") else 0)
+                                value=int(state.phase in (NodePhase.DRAINING, NodePhase.STOPPING)))
         yield GaugeMetricFamily("voice_engine_node_calls", "Calls admitted on this node",
                                 value=state.calls)
         yield GaugeMetricFamily("voice_engine_node_max_calls", "MAX_CONCURRENT_CALLS",

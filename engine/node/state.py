@@ -47,7 +47,8 @@ class NodeState:
 
     @property
     def live_workers(self) -> int:
-        return sum(1 for w in self.workers if w.ready and w.pid is not None)
+        """Workers that are up and taking calls."""
+        return sum(1 for w in self.workers if w.ready and w.pid is not None and not w.draining)
 
 
 def readiness(state: NodeState) -> tuple[bool, str]:

@@ -28,11 +28,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from engine import __version__, logs
 from engine.config import Config
-from engine.errors import AddressInUse, ControlChannelError, NodeError, WorkerBootFailed
-from engine.node.control import LineReader, encode
+from engine.errors import (
+    AddressInUse,
+    ControlChannelError,
+    EngineError,
+    NodeError,
+    WorkerBootFailed,
+)
+from engine.node.control import Channel
 from engine.node.state import NodePhase, NodeState, WorkerView
 from engine.node.worker_process import EXIT_BOOT, boot_message
 
@@ -59,8 +66,18 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+class _Interrupted(Exception):
+    """A signal arrived while the node was starting: it stops instead of serving."""
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
+
+
 @dataclass(slots=True)
 class _Worker:
+    """One worker slot: its process, its channel, its restart schedule."""
+
     view: WorkerView
     proc: subprocess.Popen[bytes] | None = None
     channel: _Channel | None = None
@@ -68,36 +85,26 @@ class _Worker:
     restart_at: float | None = None
 
 
-class _Channel(asyncio.Protocol):
+class _Channel(Channel):
     """The supervisor's end of one worker's control channel."""
 
     def __init__(self, node: Supervisor, worker: _Worker) -> None:
+        super().__init__()
         self.node = node
         self.worker = worker
-        self.reader = LineReader()
-        self.transport: asyncio.Transport | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def message(self, message: dict[str, Any]) -> None:
+        self.node.worker_message(self.worker, message)
 
-    def data_received(self, data: bytes) -> None:
-        try:
-            messages = self.reader.receive_data(data)
-        except ControlChannelError as exc:
-            logs.event(log, "control_channel_broken", logging.ERROR,
-                       slot=self.worker.view.slot, error=str(exc))
+    def broken(self, error: ControlChannelError) -> None:
+        logs.event(log, "control_channel_broken", logging.ERROR, slot=self.worker.view.slot,
+                   error=str(error))
+        self.node.kill(self.worker)
+
+    def closed(self) -> None:
+        """A worker without its channel cannot be told to drain: it is replaced."""
+        if self.worker.channel is self:
             self.node.kill(self.worker)
-            return
-        for message in messages:
-            self.node.worker_message(self.worker, message)
-
-    def send(self, message: dict[str, Any]) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(encode(message))
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
 
 
 class Supervisor:
@@ -132,29 +139,39 @@ class Supervisor:
         self._closers: list[Any] = []
         self._fatal: NodeError | None = None
         self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._refusing = False
+        self._drain_ends = 0.0
 
     # -- the node's life -----------------------------------------------------------------
 
     async def run(self) -> int:
         """Serves until drained or stopped; returns the exit status."""
         loop = asyncio.get_running_loop()
-        try:
-            await self._boot()
-        except NodeError as exc:
-            logs.event(log, "node_failed", logging.ERROR, error=str(exc))
-            await self._teardown()
-            return 1
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._signals.put_nowait, signal.Signals(signum).name)
-        watch = loop.create_task(self._watch())
         try:
-            status = await self._serve()
+            try:
+                await self._boot()
+            except (EngineError, OSError) as exc:
+                logs.event(log, "node_failed", logging.ERROR, error=_reason(exc))
+                await self._stop_workers()
+                return 1
+            except _Interrupted as exc:
+                logs.event(log, "signal", signal=str(exc), action="stop_while_starting")
+                await self._stop_workers()
+                return 0
+            watch = loop.create_task(self._watch())
+            try:
+                return await self._serve()
+            finally:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
         finally:
-            watch.cancel()
+            await self._teardown()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
-            await self._teardown()
-        return status
 
     async def _boot(self) -> None:
         config = self.config
@@ -176,10 +193,12 @@ class Supervisor:
             self._spawn(worker)
         end = time.monotonic() + BOOT_TIMEOUT
         while not all(w.view.ready for w in self._workers):
-            if self._fatal is not None:
-                raise self._fatal
+            if not self._signals.empty():
+                raise _Interrupted(self._signals.get_nowait())
             for worker in self._workers:
                 self._reap(worker)
+            if self._fatal is not None:
+                raise self._fatal
             if time.monotonic() > end:
                 slot = next(w.view.slot for w in self._workers if not w.view.ready)
                 raise WorkerBootFailed(slot, None)
@@ -192,7 +211,9 @@ class Supervisor:
                    workers=[w.view.pid for w in self._workers], version=__version__,
                    simulator=self.simulator)
         if self.log_format == "text":
-            upstream = "the built-in Realtime simulator" if self.simulator else self._url
+            url = urlsplit(self._url)
+            upstream = ("the built-in Realtime simulator" if self.simulator
+                        else f"{url.scheme}://{url.hostname}")
             print(f"voice-engine is answering AudioSocket calls on {config.listen_host}:"
                   f"{self.listen_port} with {len(self._workers)} worker(s), bridged to "
                   f"{upstream}; health on http://{config.listen_host}:{health_port}/health, "
@@ -209,12 +230,10 @@ class Supervisor:
             done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             if get not in done:
                 get.cancel()
-                break
+                assert drain is not None
+                drain.result()
+                return 0
             name = get.result()
-            if name == "fatal":
-                logs.event(log, "node_failed", logging.ERROR, error=str(self._fatal))
-                await self._stop_workers()
-                return 1
             if drain is None:
                 logs.event(log, "signal", signal=name, action="drain")
                 drain = asyncio.ensure_future(self._drain())
@@ -227,20 +246,20 @@ class Supervisor:
                 return 0
             else:
                 logs.event(log, "signal", signal=name, action="already_draining")
-        return 0
 
     async def _drain(self) -> None:
         began = time.monotonic()
         seconds = float(self.config.drain_seconds)
+        self._drain_ends = began + seconds
         self.state.phase = NodePhase.DRAINING
         self._refresh()
         logs.event(log, "drain_not_ready", calls=self.state.calls, deadline_s=seconds)
         notice = min(DRAIN_NOTICE, seconds)
         await asyncio.sleep(notice)
         left = max(0.0, seconds - notice)
+        self._refusing = True
         for worker in self._workers:
-            if worker.channel is not None:
-                worker.channel.send({"cmd": "drain", "seconds": left})
+            self._command(worker)
         self._refresh()
         logs.event(log, "drain_refusing_new_calls", calls=self.state.calls, deadline_s=left)
         end = time.monotonic() + left + STOP_GRACE
@@ -257,8 +276,7 @@ class Supervisor:
         """Tells every worker to hang up and leave; kills those that linger."""
         self.state.phase = NodePhase.STOPPING
         for worker in self._workers:
-            if worker.channel is not None:
-                worker.channel.send({"cmd": "stop"})
+            self._command(worker)
         end = time.monotonic() + STOP_GRACE
         while any(w.proc is not None for w in self._workers) and time.monotonic() < end:
             for worker in self._workers:
@@ -269,7 +287,8 @@ class Supervisor:
                 logs.event(log, "worker_killed", logging.WARNING, slot=worker.view.slot,
                            pid=worker.proc.pid, why="did not stop in time")
                 worker.proc.kill()
-                worker.proc.wait()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    worker.proc.wait(STOP_GRACE)
                 self._reap(worker)
 
     async def _teardown(self) -> None:
@@ -328,7 +347,8 @@ class Supervisor:
         base = os.environ.get("RUNTIME_DIRECTORY") or None
         self._rundir = Path(tempfile.mkdtemp(prefix="voice-engine-", dir=base))
         given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-        metrics = Path(given) if given else self._rundir / "metrics"
+        name = f"{self.config.listen_host}_{self.listen_port}".replace(":", "_")
+        metrics = Path(given) / name if given else self._rundir / "metrics"
         metrics.mkdir(parents=True, exist_ok=True)
         for stale in metrics.glob("*.db"):
             stale.unlink()
@@ -350,7 +370,7 @@ class Supervisor:
             await site.start()
         except OSError as exc:
             raise self._bind_error("health", host, self.config.health_port, exc) from None
-        health_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        health_port = int(runner.addresses[-1][1])
         loop = asyncio.get_running_loop()
         try:
             agent = await loop.create_server(lambda: AgentCheck(self.state, self._refresh),
@@ -376,7 +396,7 @@ class Supervisor:
         argv = [*self.worker_program, "--control-fd", str(theirs.fileno()),
                 "--log-level", self.config.log_level, "--log-format", self.log_format]
         worker.proc = subprocess.Popen(argv, pass_fds=(theirs.fileno(),), env=env,
-                                       stdin=subprocess.DEVNULL)
+                                       stdin=subprocess.DEVNULL, process_group=0)
         theirs.close()
         view = worker.view
         view.pid = worker.proc.pid
@@ -386,8 +406,9 @@ class Supervisor:
         view.started = view.last_beat = time.monotonic()
         channel = _Channel(self, worker)
         worker.channel = channel
-        loop = asyncio.get_running_loop()
-        loop.create_task(self._attach(ours, channel, worker))
+        task = asyncio.get_running_loop().create_task(self._attach(ours, channel, worker))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         logs.event(log, "worker_started", slot=view.slot, pid=view.pid)
 
     async def _attach(self, sock: socket.socket, channel: _Channel, worker: _Worker) -> None:
@@ -406,11 +427,22 @@ class Supervisor:
             view.ready = True
             logs.event(log, "worker_ready", slot=view.slot, pid=view.pid)
             self._wake.set()
+            self._command(worker)
         beat = message.get("beat")
         if isinstance(beat, dict):
-            view.calls = int(beat.get("calls", 0))
             view.draining = bool(beat.get("draining", False))
             view.lag_ms = float(beat.get("lag_ms", 0.0))
+
+    def _command(self, worker: _Worker) -> None:
+        """Tells ``worker`` what the node is doing, if it is doing more than serving; sent
+        again when a worker becomes ready, so one that was starting does not miss it."""
+        if worker.channel is None:
+            return
+        if self.state.phase is NodePhase.STOPPING:
+            worker.channel.send({"cmd": "stop"})
+        elif self._refusing:
+            left = max(0.0, self._drain_ends - time.monotonic())
+            worker.channel.send({"cmd": "drain", "seconds": left})
 
     def kill(self, worker: _Worker) -> None:
         if worker.proc is not None and worker.proc.poll() is None:
@@ -438,22 +470,22 @@ class Supervisor:
         view.pid = None
         view.ready = False
         view.calls = 0
-        if self.state.phase is not NodePhase.SERVING and self.state.phase is not NodePhase.STARTING:
+        phase = self.state.phase
+        if phase in (NodePhase.DRAINING, NodePhase.STOPPING):
             logs.event(log, "worker_exited", slot=view.slot, status=status)
             return
-        if status == EXIT_BOOT or not was_ready:
+        if phase is NodePhase.STARTING and (status == EXIT_BOOT or not was_ready):
             self._fail(WorkerBootFailed(view.slot, status))
             return
         worker.failures = 1 if lived > STABLE_AFTER else worker.failures + 1
         delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (worker.failures - 1))
         worker.restart_at = time.monotonic() + delay
         logs.event(log, "worker_died", logging.ERROR, slot=view.slot, status=status,
-                   lived_s=round(lived, 3), restart_in_s=delay)
+                   booted=was_ready, lived_s=round(lived, 3), restart_in_s=delay)
 
     def _fail(self, error: NodeError) -> None:
         if self._fatal is None:
             self._fatal = error
-            self._signals.put_nowait("fatal")
             self._wake.set()
 
     async def _watch(self) -> None:
@@ -469,10 +501,12 @@ class Supervisor:
                     worker.restart_at = None
                     view.restarts += 1
                     self._spawn(worker)
-                elif (worker.proc is not None and view.ready
-                        and now - view.last_beat > HEARTBEAT_TIMEOUT):
+                elif worker.proc is not None and (
+                        (view.ready and now - view.last_beat > HEARTBEAT_TIMEOUT)
+                        or (not view.ready and now - view.started > BOOT_TIMEOUT)):
                     logs.event(log, "worker_unresponsive", logging.ERROR, slot=view.slot,
-                               pid=view.pid, silent_s=round(now - view.last_beat, 3))
+                               pid=view.pid, booted=view.ready,
+                               silent_s=round(now - view.last_beat, 3))
                     self.kill(worker)
             self._refresh()
             await asyncio.sleep(WATCH_EVERY)

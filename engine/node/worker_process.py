@@ -25,7 +25,7 @@ from typing import Any
 from engine import logs
 from engine.config import Config
 from engine.errors import ControlChannelError, EngineError
-from engine.node.control import LineReader, encode
+from engine.node.control import Channel
 
 __all__ = ["EXIT_BOOT", "EXIT_SUPERVISOR_LOST", "boot_message", "config_from_wire", "main"]
 
@@ -56,37 +56,22 @@ def config_from_wire(values: dict[str, Any]) -> Config:
     return Config(**fields)
 
 
-class _Channel(asyncio.Protocol):
+class _Channel(Channel):
     """The worker's end of the control channel."""
 
     def __init__(self, runtime: _Runtime) -> None:
+        super().__init__()
         self.runtime = runtime
-        self.reader = LineReader()
-        self.transport: asyncio.Transport | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def message(self, message: dict[str, Any]) -> None:
+        self.runtime.command(message)
 
-    def data_received(self, data: bytes) -> None:
-        try:
-            messages = self.reader.receive_data(data)
-        except ControlChannelError as exc:
-            logs.event(log, "control_channel_broken", logging.ERROR, error=str(exc))
-            self.runtime.lost()
-            return
-        for message in messages:
-            self.runtime.command(message)
-
-    def eof_received(self) -> bool:
-        self.runtime.lost()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
+    def broken(self, error: ControlChannelError) -> None:
+        logs.event(log, "control_channel_broken", logging.ERROR, error=str(error))
         self.runtime.lost()
 
-    def send(self, message: dict[str, Any]) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(encode(message))
+    def closed(self) -> None:
+        self.runtime.lost()
 
 
 class _Runtime:
@@ -101,6 +86,7 @@ class _Runtime:
         self._ending: asyncio.Task[None] | None = None
         self._cut = False
         self._lag_ms = 0.0
+        self._early: dict[str, Any] | None = None
         self._boot: asyncio.Future[dict[str, Any]] | None = None
 
     async def run(self) -> int:
@@ -117,6 +103,8 @@ class _Runtime:
             return EXIT_BOOT
         loop.add_signal_handler(signal.SIGTERM, self._drain_default)
         heartbeat = loop.create_task(self._heartbeat())
+        if self._early is not None:
+            self.command(self._early)
         try:
             return await self.done
         finally:
@@ -146,6 +134,9 @@ class _Runtime:
             self._boot.set_result(message["boot"])
             return
         cmd = message.get("cmd")
+        if self.worker is None and cmd in ("drain", "stop"):
+            self._early = message
+            return
         if cmd == "drain":
             self._drain(float(message.get("seconds", 0)))
         elif cmd == "stop":
@@ -212,8 +203,7 @@ class _Runtime:
     def _beat(self) -> None:
         if self.channel is not None and self.worker is not None:
             self.channel.send({"beat": {
-                "calls": len(self.worker.connections), "draining": self.worker.draining,
-                "lag_ms": round(self._lag_ms, 3),
+                "draining": self.worker.draining, "lag_ms": round(self._lag_ms, 3),
             }})
 
 
