@@ -67,7 +67,9 @@ class SessionSettings:
 
     ``audio_format`` is ``pcm16`` (24 kHz) or ``pcmu`` (G.711 μ-law, 8 kHz); an empty
     ``transcription_model`` turns input transcription off; ``temperature`` is sent on beta
-    only (GA has none).
+    only (GA has none). ``tools`` are function declarations (``{"type": "function", "name",
+    "description", "parameters"}``, the same in both dialects); with any, the model chooses
+    when to call them (``tool_choice: "auto"``).
     """
 
     instructions: str
@@ -83,6 +85,7 @@ class SessionSettings:
     transcription_model: str = "whisper-1"
     max_output_tokens: int = 4096
     temperature: float | None = None
+    tools: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         problems = []
@@ -116,10 +119,17 @@ def _turn_detection(s: SessionSettings) -> dict[str, Any]:
     return td
 
 
+def _tools(session: dict[str, Any], s: SessionSettings) -> dict[str, Any]:
+    if s.tools:
+        session["tools"] = list(s.tools)
+        session["tool_choice"] = "auto"
+    return session
+
+
 def _ga_session(s: SessionSettings) -> dict[str, Any]:
     fmt = _GA_FORMATS[s.audio_format]
     transcription = {"model": s.transcription_model} if s.transcription_model else None
-    return {
+    return _tools({
         "type": "realtime",
         "instructions": s.instructions,
         "output_modalities": ["audio"],
@@ -132,7 +142,7 @@ def _ga_session(s: SessionSettings) -> dict[str, Any]:
             },
             "output": {"format": fmt, "voice": s.voice},
         },
-    }
+    }, s)
 
 
 def _beta_session(s: SessionSettings) -> dict[str, Any]:
@@ -150,7 +160,7 @@ def _beta_session(s: SessionSettings) -> dict[str, Any]:
     }
     if s.temperature is not None:
         session["temperature"] = s.temperature
-    return session
+    return _tools(session, s)
 
 
 class Encoder:

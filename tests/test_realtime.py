@@ -63,6 +63,27 @@ def test_session_update_validates_in_each_dialect(dialect: Dialect, fmt: str, va
         assert "temperature" not in session
 
 
+TOOLS = (
+    {"type": "function", "name": "end_call", "description": "End the call.",
+     "parameters": {"type": "object", "properties": {"summary": {"type": "string"}},
+                    "required": ["summary"], "additionalProperties": False}},
+    {"type": "function", "name": "transfer", "description": "Transfer the caller.",
+     "parameters": {"type": "object", "properties": {
+         "destination": {"type": "string", "enum": ["sales", "support"]}},
+         "required": ["destination"]}},
+)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_session_update_with_tools_validates_in_each_dialect(dialect: Dialect) -> None:
+    enc = realtime.Encoder(dialect)
+    session = check_client(dialect, enc.session_update(settings(tools=TOOLS)))["session"]
+    assert session["tools"] == list(TOOLS)
+    assert session["tool_choice"] == "auto"
+    plain = check_client(dialect, enc.session_update(settings()))["session"]
+    assert "tools" not in plain and "tool_choice" not in plain
+
+
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_every_client_event_validates_and_carries_a_unique_event_id(dialect: Dialect) -> None:
     enc = realtime.Encoder(dialect)
