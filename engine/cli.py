@@ -1,6 +1,6 @@
 """The ``voice-engine`` command line.
 
-Commands that are not built yet say so and exit with status 2; none of them pretends.
+Usage errors and invalid configuration exit with status 2 and one line that says what to fix.
 """
 
 from __future__ import annotations
@@ -22,17 +22,7 @@ __all__ = ["main"]
 
 log = logging.getLogger("engine.cli")
 
-NOT_BUILT = 2
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def _not_built(command: str, what: str) -> None:
-    click.echo(
-        f"voice-engine {command}: not built yet in {__version__} ({what}). "
-        "Nothing was started.",
-        err=True,
-    )
-    sys.exit(NOT_BUILT)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
