@@ -51,6 +51,7 @@ BOOT_TIMEOUT = 30.0
 HEARTBEAT_TIMEOUT = 10.0
 DRAIN_NOTICE = 3.0
 STOP_GRACE = 5.0
+CHANNEL_GRACE = 2.0
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 60.0
@@ -102,9 +103,13 @@ class _Channel(Channel):
         self.node.kill(self.worker)
 
     def closed(self) -> None:
-        """A worker without its channel cannot be told to drain: it is replaced."""
-        if self.worker.channel is self:
-            self.node.kill(self.worker)
+        """A worker without its channel cannot be told to drain: unless it is exiting anyway
+        (its end closes as it exits), it is replaced."""
+        worker = self.worker
+        if worker.channel is self and worker.proc is not None:
+            proc = worker.proc
+            asyncio.get_running_loop().call_later(
+                CHANNEL_GRACE, lambda: worker.proc is proc and self.node.kill(worker))
 
 
 class Supervisor:
@@ -120,7 +125,9 @@ class Supervisor:
     def __init__(self, config: Config, *, simulator: bool = False,
                  log_format: str = "json", worker_program: list[str] | None = None) -> None:
         self.config = config
-        self.worker_program = worker_program or [sys.executable, "-m",
+        # -P: the working folder is not put on the path, so a checkout in it cannot shadow
+        # the installed package (and its built extensions).
+        self.worker_program = worker_program or [sys.executable, "-P", "-m",
                                                  "engine.node.worker_process"]
         self.simulator = simulator
         self.log_format = log_format

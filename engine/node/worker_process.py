@@ -112,13 +112,13 @@ class _Runtime:
             loop.remove_signal_handler(signal.SIGTERM)
 
     async def _start(self, boot: dict[str, Any]) -> None:
+        self.slot = int(boot["slot"])
         from engine import upstream
         from engine.call import CallSettings
         from engine.node.admission import NodeCounts
         from engine.worker import Worker
 
         config = config_from_wire(boot["config"])
-        self.slot = int(boot["slot"])
         settings = CallSettings.from_config(config)
         key = config.openai_api_key if boot["key_required"] else None
         endpoint = upstream.Endpoint.for_dialect(settings.dialect, boot["url"],
