@@ -160,7 +160,7 @@ class _Runtime:
         if self._ending is not None or self.worker is None:
             return
         logs.event(log, "worker_draining", slot=self.slot, calls=len(self.worker.connections),
-                   deadline_s=seconds)
+                   deadline_s=round(seconds, 3))
         self._ending = asyncio.get_running_loop().create_task(self._finish(seconds, 0, "drained"))
 
     def _stop(self, status: int, why: str) -> None:
