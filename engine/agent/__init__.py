@@ -1,0 +1,1 @@
+"""The agent: its file, tools and their runner, the Asterisk manager client."""
