@@ -6,10 +6,11 @@ Usage errors and invalid configuration exit with status 2 and one line that says
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -17,6 +18,9 @@ from click.core import ParameterSource
 from engine import __version__, logs
 from engine.config import FIELDS, Config
 from engine.errors import ConfigError, NativeExtensionMissing
+
+if TYPE_CHECKING:
+    from engine.agent.agentfile import AgentFile
 
 __all__ = ["main"]
 
@@ -61,7 +65,7 @@ def _setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for setting in reversed(FIELDS):
         if not setting.secret:
             command = click.option(
-                setting.flag, setting.attr, default=None, metavar="VALUE",
+                setting.flag, *setting.aliases, setting.attr, default=None, metavar="VALUE",
                 help=f"{setting.help} [{setting.env}]",
             )(command)
     return command
@@ -74,15 +78,20 @@ def _env_file_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-def _config(env_file: Path | None, flags: dict[str, Any], *, require_key: bool) -> Config:
-    from engine import config
-
+def _overrides(flags: dict[str, Any]) -> dict[str, Any]:
+    """The settings given as flags, by environment name (None: not given)."""
     overrides = {s.env: flags.get(s.attr) for s in FIELDS if not s.secret}
     for name, value in (click.get_current_context().find_root().obj or {}).items():
         if overrides.get(name) is None:
             overrides[name] = value
+    return overrides
+
+
+def _config(env_file: Path | None, flags: dict[str, Any], *, require_key: bool) -> Config:
+    from engine import config
+
     try:
-        return config.load(None, env_file, overrides, require_key=require_key)
+        return config.load(None, env_file, _overrides(flags), require_key=require_key)
     except ConfigError as exc:
         click.echo(f"voice-engine: {exc}", err=True)
         sys.exit(2)
@@ -115,15 +124,52 @@ def run(simulator: bool, env_file: Path | None, **flags: Any) -> None:
 @_env_file_option
 @_setting_options
 def check(simulator: bool, env_file: Path | None, **flags: Any) -> None:
-    """Validate the configuration; lists every problem and exits non-zero if there is one."""
-    config = _config(env_file, flags, require_key=not simulator)
+    """Validate the configuration and the agent file (AGENT_FILE, --agent); lists every
+    problem with its place and exits non-zero if there is one."""
+    from engine import config as settings
+
+    overrides = _overrides(flags)
+    config: Config | None = None
+    try:
+        config = settings.load(None, env_file, overrides, require_key=not simulator)
+    except ConfigError as exc:
+        click.echo(f"voice-engine: {exc}", err=True)
+    # The agent file is checked even when a setting is not, so one run shows every problem.
+    agent = _check_agent_file(config, env_file, overrides)
+    if config is None or agent is None:
+        sys.exit(2)
     for setting in FIELDS:
         value = getattr(config, setting.attr)
         shown = "(set)" if setting.secret and value else value
         click.echo(f"{setting.env}={shown}")
     if config.temperature != 0.7 and config.realtime_dialect != "beta":
         click.echo("warning: TEMPERATURE is ignored by the GA interface", err=True)
+    for line in agent.describe():
+        click.echo(line)
+    for warning in agent.warnings:
+        click.echo(f"warning: {warning}", err=True)
     click.echo("configuration ok")
+
+
+def _check_agent_file(config: Config | None, env_file: Path | None,
+                      overrides: dict[str, Any]) -> AgentFile | None:
+    """The agent file (or the default agent), or None once its problems are printed."""
+    from engine import config as settings
+    from engine.agent import agentfile
+
+    try:
+        env = settings.environment(None, env_file)
+    except ConfigError:  # a broken .env: config.load has said so already
+        env = dict(os.environ)
+    path = config.agent_file if config else overrides.get("AGENT_FILE") or env.get("AGENT_FILE")
+    base = config or Config()  # defaults, when a setting is bad, for the ports a profile takes
+    if not path:
+        return agentfile.default_agent(base)
+    try:
+        return agentfile.load(Path(path), env, base)
+    except agentfile.AgentFileError as exc:
+        click.echo(f"voice-engine: {exc}", err=True)
+        return None
 
 
 def _load_media_core() -> None:

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from engine.errors import ConfigError
 
-__all__ = ["FIELDS", "Config", "Setting", "dialect_of", "load", "read_env_file"]
+__all__ = ["FIELDS", "Config", "Setting", "dialect_of", "environment", "load", "read_env_file"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -78,13 +78,15 @@ def _networks(text: str) -> tuple[str, ...]:
 class Setting:
     """One configuration name: its parser, help, and whether it is a secret.
 
-    Its default is the default of the :class:`Config` field of the same name.
+    Its default is the default of the :class:`Config` field of the same name; ``aliases``
+    are more flags for it.
     """
 
     env: str
     parse: Callable[[str], Any]
     help: str
     secret: bool = False
+    aliases: tuple[str, ...] = ()
 
     @property
     def attr(self) -> str:
@@ -129,8 +131,8 @@ FIELDS: tuple[Setting, ...] = (
     Setting("MAX_OUTPUT_TOKENS", _ranged(int, 1, 4096), "output tokens per response"),
     Setting("MAX_CALL_SECONDS", _ranged(int, 1, 86_400), "call length before wrap-up"),
     Setting("HANDSHAKE_TIMEOUT_MS", _ranged(int, 100, 60_000), "UUID deadline in ms"),
-    # Declared so that an operator's .env that sets it is refused, not silently ignored.
-    Setting("AGENT_FILE", _optional, "agent file: not supported by this version; leave unset"),
+    Setting("AGENT_FILE", _optional, "agent file (TOML): instructions, tools, per-port profiles, "
+            "A/B variants", aliases=("--agent",)),
 )
 
 _BY_ENV = {s.env: s for s in FIELDS}
@@ -273,11 +275,8 @@ def load(
     Raises:
         ConfigError: listing every invalid or missing value.
     """
-    environ = os.environ if environ is None else environ
-    if env_file is None and Path(".env").is_file():
-        env_file = Path(".env")
-    sources: dict[str, Any] = read_env_file(env_file) if env_file is not None else {}
-    sources.update({k: v for k, v in environ.items() if k in _BY_ENV})
+    sources: dict[str, Any] = {k: v for k, v in environment(environ, env_file).items()
+                               if k in _BY_ENV}
     values: dict[str, Any] = {}
     problems: list[str] = []
     for setting in FIELDS:
@@ -297,6 +296,26 @@ def load(
     return config
 
 
+def environment(environ: Mapping[str, str] | None = None,
+                env_file: Path | None = None) -> dict[str, str]:
+    """Every variable of the ``.env`` file, overridden by the environment: what the agent
+    file's ``${NAME}`` (e.g. ``BACKEND_API_KEY``) is read from.
+
+    Args:
+        environ: the process environment (``os.environ`` when None).
+        env_file: a ``.env`` file; when None, ``./.env`` is read if it exists.
+
+    Raises:
+        ConfigError: the ``.env`` file cannot be read or parsed.
+    """
+    environ = os.environ if environ is None else environ
+    if env_file is None and Path(".env").is_file():
+        env_file = Path(".env")
+    values = read_env_file(env_file) if env_file is not None else {}
+    values.update(environ)
+    return values
+
+
 def _cross_checks(config: Config, require_key: bool) -> list[str]:
     problems = []
     if require_key and not config.openai_api_key:
@@ -311,11 +330,6 @@ def _cross_checks(config: Config, require_key: bool) -> list[str]:
         )
     elif "key" in {k.lower() for k in parse_qs(url.query)}:
         problems.append("OPENAI_REALTIME_URL must not carry a key in its query; use the header")
-    if config.agent_file is not None:
-        problems.append(
-            "AGENT_FILE is set, but agent files (tools, per-listener profiles) are not supported "
-            "by this version: unset it; the engine runs SYSTEM_PROMPT as its instructions"
-        )
     return problems
 
 

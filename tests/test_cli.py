@@ -123,6 +123,39 @@ def test_check_lists_every_problem(tmp_path: Path) -> None:
     assert "sk-x" not in out.stdout + out.stderr
 
 
+def test_check_lists_the_agent_files_problems_with_the_settings(tmp_path: Path) -> None:
+    (tmp_path / "agent.toml").write_text(
+        '[agent]\nvoise = "alloy"\n[[tool]]\nname = "lookup"\ndescription = "d"\n'
+        'action = { type = "http", url = "{BACKEND_API_URL}/c", headers = { Authorization = '
+        '"Bearer ${BACKEND_API_KEY}" } }\n')
+    out = _cli("check", "--simulator", "--append-ms", "5", "--agent", "agent.toml", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "APPEND_MS='5': must be between 20 and 100" in out.stderr
+    assert "agent.toml: [agent] voise: unknown key; did you mean voice?" in out.stderr
+    assert ('agent.toml: [[tool]] #1 "lookup" action.url: {BACKEND_API_URL} needs the '
+            "environment variable BACKEND_API_URL, which is not set") in out.stderr
+    assert "environment variable BACKEND_API_KEY is not set" in out.stderr
+    assert out.stdout == ""
+
+
+def test_check_summarises_a_good_agent_file_and_keeps_its_secret(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "receptionist.toml"
+    (tmp_path / ".env").write_text(f"AGENT_FILE={example}\nBACKEND_API_URL=http://127.0.0.1:1\n"
+                                   "BACKEND_API_KEY=sk-backend-hidden\n")
+    out = _cli("check", "--simulator", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert f"AGENT_FILE={example}" in out.stdout
+    assert "profile default on LISTEN_PORT: tools transfer_to_department, end_call" in out.stdout
+    assert "profile spanish on port 9096" in out.stdout
+    assert "0=transfer_to_department:operator" in out.stdout
+    assert "sk-backend-hidden" not in out.stdout + out.stderr
+    out = _cli("check", "--simulator", "--agent-file", str(tmp_path / "none.toml"), cwd=tmp_path)
+    assert out.returncode == 2 and "none.toml: cannot read it" in out.stderr
+    (tmp_path / "bare").mkdir()
+    out = _cli("check", "--simulator", cwd=tmp_path / "bare")
+    assert "agent: the default (SYSTEM_PROMPT and end_call)" in out.stdout
+
+
 def test_run_with_the_simulator_answers_a_call(tmp_path: Path) -> None:
     """The README's quick start: no key, the built-in simulator, a test call, SIGTERM."""
     port = _free_port()

@@ -142,14 +142,24 @@ def test_azure_host_selects_the_azure_dialect(tmp_path: Path) -> None:
     assert cfg.dialect_of(c) == "beta"
 
 
-def test_agent_file_is_refused_saying_what_is_missing(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as info:
-        cfg.load({"AGENT_FILE": "agent.toml"}, _empty(tmp_path), require_key=False)
-    assert (
-        "AGENT_FILE is set, but agent files (tools, per-listener profiles) are not supported by "
-        "this version: unset it; the engine runs SYSTEM_PROMPT as its instructions"
-    ) in str(info.value)
-    assert not any("issue" in s.help for s in cfg.FIELDS)
+def test_agent_file_is_a_path_from_any_source(tmp_path: Path) -> None:
+    assert cfg.load({}, _empty(tmp_path), require_key=False).agent_file is None
+    c = cfg.load({"AGENT_FILE": "agent.toml"}, _empty(tmp_path), require_key=False)
+    assert c.agent_file == "agent.toml"
+    c = cfg.load({}, _empty(tmp_path), {"AGENT_FILE": "/etc/ve/agent.toml"}, require_key=False)
+    assert c.agent_file == "/etc/ve/agent.toml"
+    setting = next(s for s in cfg.FIELDS if s.env == "AGENT_FILE")
+    assert (setting.flag, setting.aliases) == ("--agent-file", ("--agent",))
+    assert not any("not supported" in s.help or "issue" in s.help for s in cfg.FIELDS)
+
+
+def test_environment_is_the_env_file_under_the_process_environment(tmp_path: Path) -> None:
+    """The agent file's ${NAME} sees every variable, not only the engine's settings."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("BACKEND_API_KEY=from-file\nBACKEND_API_URL=http://file\n")
+    env = cfg.environment({"BACKEND_API_URL": "http://process"}, env_file)
+    assert env["BACKEND_API_KEY"] == "from-file"
+    assert env["BACKEND_API_URL"] == "http://process"
 
 
 def test_only_settings_that_work_are_declared() -> None:
