@@ -127,6 +127,8 @@ action = { type = "python", callable = "asyncio:sleep" }
     assert lookup.action.max_response_bytes == 16384
     assert lookup.action.url_for({"phone": "+44 20/7946"}) == (
         "http://127.0.0.1:8080/customers/%2B44%2020%2F7946")
+    # A model's ".." must not climb to another endpoint.
+    assert lookup.action.url_for({"phone": ".."}) == "http://127.0.0.1:8080/customers/%2E%2E"
     assert lookup.action.header_values() == {"Authorization": f"Bearer {SECRET}"}
     assert transfer.action == af.TransferAction(
         {"sales": af.Destination("from-internal", "2001", 1),
@@ -708,6 +710,8 @@ def test_receptionist_example() -> None:
     assert availability is not None and isinstance(availability.action, af.HttpAction)
     assert availability.action.url_for({"date": "2026-12-24"}) == (
         "http://127.0.0.1:8080/availability?date=2026-12-24")
+    assert availability.action.url_for({"date": "a&b=c#d"}) == (
+        "http://127.0.0.1:8080/availability?date=a%26b%3Dc%23d")
     booking = agent.tool("book_appointment")
     assert booking is not None and isinstance(booking.action, af.HttpAction)
     assert (booking.action.method, booking.action.body) == ("POST", "json")

@@ -83,9 +83,10 @@ The rules:
   Every other port (``LISTEN_PORT``) gets the top level.
 - ``[[variant]]``: the top level's A/B variants (a profile's are its own
   ``[[profiles.NAME.variant]]``), each a ``name``, a positive ``weight`` (default 1) and
-  ``[agent]`` keys that override the rest. A call's variant: the first 8 bytes of SHA-256 of its UUID's 16 bytes, as
-  a big-endian integer, modulo the total weight, picks a slot in the variants laid out in file
-  order; the same UUID gets the same variant in every process and after restarts.
+  ``[agent]`` keys that override the rest. A call's variant: the first 8 bytes of SHA-256
+  of its UUID's 16 bytes, as a big-endian integer, modulo the total weight, picks a slot in
+  the variants laid out in file order; the same UUID gets the same variant in every process
+  and after restarts.
 
 :func:`load` reports every problem at once, each as ``FILE: [table] key: message``.
 """

@@ -185,9 +185,13 @@ class HttpAction:
     max_response_bytes: int = 16384
 
     def url_for(self, arguments: Mapping[str, Any]) -> str:
-        """The URL with each field replaced by its argument, URL-encoded."""
+        """The URL with each field replaced by its argument, percent-encoded, dots too.
+
+        Send it as it is (aiohttp: ``yarl.URL(url, encoded=True)``): a client that normalises
+        the path would turn an argument of ``..`` into a step up to another endpoint.
+        """
         return self.url.fill({k: _url_text(v) for k, v in arguments.items()},
-                             lambda text: quote(text, safe=""))
+                             lambda text: quote(text, safe="").replace(".", "%2E"))
 
     def header_values(self) -> dict[str, str]:
         """The headers to send, secrets expanded: hand them to the client, never to a log."""
