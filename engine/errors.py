@@ -44,6 +44,16 @@
     │   ├── OverRelease(source, slot)             more calls released than admitted
     │   ├── BadSourceAddress(address)             not an IPv4 or IPv6 address
     │   └── SourceNotAllowed(address)             a caller outside ALLOW_SOURCES
+    ├── ManagerError               the Asterisk manager (AMI) connection or an action failed
+    │   ├── ManagerUnavailable(host, port, reason)   no connection (refused, timeout, closed)
+    │   │   └── ManagerConnectionLost(host, port, action, reason)   dropped before the answer
+    │   ├── ManagerAuthFailed(user, reason)       Login answered Response: Error
+    │   ├── ManagerActionFailed(action, message)  an action answered Response: Error
+    │   ├── ManagerTimeout(action, seconds)       no answer in time (the connection stays)
+    │   ├── ManagerBadAction(action, key, reason) we were about to send what AMI cannot carry
+    │   └── ManagerProtocolError(reason)          Asterisk's side broke the AMI wire format
+    │       ├── ManagerLineTooLong(limit)            a line longer than the bound
+    │       └── ManagerMessageTooLarge(limit)        a message longer than the bound
     ├── ConfigError                configuration is invalid
     ├── NodeError                  the node cannot start or keep running
     │   ├── AddressInUse(what, host, port, by_node)   another node or program holds it
@@ -84,6 +94,16 @@ __all__ = [
     "MalformedDtmf",
     "MalformedHangup",
     "MalformedUuid",
+    "ManagerActionFailed",
+    "ManagerAuthFailed",
+    "ManagerBadAction",
+    "ManagerConnectionLost",
+    "ManagerError",
+    "ManagerLineTooLong",
+    "ManagerMessageTooLarge",
+    "ManagerProtocolError",
+    "ManagerTimeout",
+    "ManagerUnavailable",
     "MediaError",
     "NativeExtensionMissing",
     "NodeError",
@@ -484,3 +504,84 @@ class SourceNotAllowed(AdmissionError):
     def __init__(self, address: str) -> None:
         self.address = address
         super().__init__(f"calls from {address or '(unknown)'} are not allowed by ALLOW_SOURCES")
+
+
+class ManagerError(EngineError):
+    """The Asterisk manager (AMI) could not be reached, or an action did not succeed."""
+
+
+class ManagerUnavailable(ManagerError):
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        self.host = host
+        self.port = port
+        self.reason = reason
+        super().__init__(
+            f"the Asterisk manager at {_host_port(host, port)} is unavailable: {reason}"
+        )
+
+
+class ManagerConnectionLost(ManagerUnavailable):
+    """The connection dropped after ``action`` was sent: Asterisk may or may not have run it."""
+
+    def __init__(self, host: str, port: int, action: str, reason: str) -> None:
+        self.action = action
+        super().__init__(host, port, f"the connection was lost before {action} was answered "
+                                     f"(it may or may not have run): {reason}")
+
+
+class ManagerAuthFailed(ManagerError):
+    def __init__(self, user: str, reason: str) -> None:
+        self.user = user
+        self.reason = reason
+        super().__init__(f"the Asterisk manager refused the login of user {user!r} ({reason}); "
+                         "check the user, its secret, and its deny/permit in manager.conf")
+
+
+class ManagerActionFailed(ManagerError):
+    def __init__(self, action: str, message: str) -> None:
+        self.action = action
+        self.message = message
+        super().__init__(f"the Asterisk manager answered {action} with an error: "
+                         f"{message or '(no message)'}")
+
+
+class ManagerTimeout(ManagerError):
+    def __init__(self, action: str, seconds: float) -> None:
+        self.action = action
+        self.seconds = seconds
+        super().__init__(f"the Asterisk manager did not answer {action} within {seconds:g} s")
+
+
+class ManagerBadAction(ManagerError):
+    """An action we were about to send that AMI cannot carry; the value is never shown."""
+
+    def __init__(self, action: str, key: str, reason: str) -> None:
+        self.action = action
+        self.key = key
+        self.reason = reason
+        where = f"{action} {key}" if key else action
+        super().__init__(f"cannot send the manager action {where}: {reason}")
+
+
+class ManagerProtocolError(ManagerError):
+    """What Asterisk's side sent is not the AMI wire format (or breaks our bounds)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the Asterisk manager broke the AMI protocol: {reason}")
+
+
+class ManagerLineTooLong(ManagerProtocolError):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"a line longer than {limit} bytes")
+
+
+class ManagerMessageTooLarge(ManagerProtocolError):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"a message longer than {limit} bytes (line ends not counted)")
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
