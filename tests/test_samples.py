@@ -81,11 +81,44 @@ def _line_of(path: Path, needle: str) -> int:
 # (file, edit, where the problem is reported (text on that line), what the message says)
 DEFECTS = {
     "unset ${UUID}": (
-        "extensions.conf", _replace("AudioSocket(${UUID()},", "AudioSocket(${UUID},"),
+        "extensions.conf", _replace("AudioSocket(${VE_UUID},", "AudioSocket(${UUID},"),
         "AudioSocket(${UUID},", "${UUID} is an unset variable"),
     "${UUID} in Dial": (
-        "extensions.conf", _replace("${UUID()}/c(slin16)", "${UUID}/c(slin16)"),
+        "extensions.conf", _replace("${VE_UUID}/c(slin16)", "${UUID}/c(slin16)"),
         "${UUID}/c(slin16)", "${UUID} is an unset variable"),
+    "VE_UUID set from the unset ${UUID}": (
+        "extensions.conf", _replace("Set(VE_UUID=${UUID()})", "Set(VE_UUID=${UUID})"),
+        "Set(VE_UUID=${UUID})", "${UUID} is an unset variable"),
+    "AudioSocket with VE_UUID from ${UUID}": (
+        "extensions.conf", _replace("Set(VE_UUID=${UUID()})", "Set(VE_UUID=${UUID})"),
+        "TryExec(AudioSocket(${VE_UUID}", "${VE_UUID} must be set from ${UUID()}"),
+    "AudioSocket with VE_UUID never set": (
+        "extensions.conf", _replace(" same => n,Set(VE_UUID=${UUID()})\n", ""),
+        "TryExec(AudioSocket(${VE_UUID}", "${VE_UUID} must be set from ${UUID()} earlier"),
+    "AudioSocket with VE_UUID set from something else": (
+        "extensions.conf", _replace("Set(VE_UUID=${UUID()})", "Set(VE_UUID=${CALLERID(num)})"),
+        "TryExec(AudioSocket(${VE_UUID}", "(Set(VE_UUID=${UUID()}) before it)"),
+    "Dial with VE_UUID set after it": (
+        "extensions.conf", _replace(
+            "exten => s,1,Set(VE_UUID=${UUID()})\n"
+            " same => n,Dial(AudioSocket/${VOICE_ENGINE}/${VE_UUID}/c(slin16),,g)\n",
+            "exten => s,1,Dial(AudioSocket/${VOICE_ENGINE}/${VE_UUID}/c(slin16),,g)\n"
+            " same => n,Set(VE_UUID=${UUID()})\n"),
+        "/${VE_UUID}/c(slin16)", "${VE_UUID} must be set from ${UUID()} earlier"),
+    "Dial with VE_UUID set in another extension": (
+        "extensions.conf", _replace(
+            "exten => s,1,Set(VE_UUID=${UUID()})\n"
+            " same => n,Dial(AudioSocket/${VOICE_ENGINE}/${VE_UUID}/c(slin24),,g)\n",
+            "exten => s,1,Goto(t,1)\n"
+            "exten => t,1,Dial(AudioSocket/${VOICE_ENGINE}/${VE_UUID}/c(slin24),,g)\n"),
+        "/${VE_UUID}/c(slin24)", "${VE_UUID} must be set from ${UUID()} earlier"),
+    "Dial with an inherited VE_UUID": (
+        "extensions.conf", _replace(
+            "exten => s,1,Set(VE_UUID=${UUID()})\n"
+            " same => n,Dial(AudioSocket/${VOICE_ENGINE}/${VE_UUID}/c(slin16)",
+            "exten => s,1,Set(_VE_UUID=${UUID()})\n"
+            " same => n,Dial(AudioSocket/${VOICE_ENGINE}/${VE_UUID}/c(slin16)"),
+        "/${VE_UUID}/c(slin16)", "is set inheritable (Set(_VE_UUID=...))"),
     "Dial without g": (
         "extensions.conf", _replace("c(slin16),,g)", "c(slin16))"),
         "c(slin16))", "without the g option"),
@@ -93,43 +126,47 @@ DEFECTS = {
         "extensions.conf", _replace("c(slin24),,g)", "c(slin24),,L(60000))"),
         "c(slin24),,L", "without the g option"),
     "AudioSocket with one argument": (
-        "extensions.conf", _replace("AudioSocket(${UUID()},${VOICE_ENGINE})",
+        "extensions.conf", _replace("AudioSocket(${VE_UUID},${VOICE_ENGINE})",
                                     "AudioSocket(${VOICE_ENGINE})"),
         "AudioSocket(${VOICE_ENGINE})", "takes exactly 2 arguments"),
     "AudioSocket with three arguments": (
-        "extensions.conf", _replace("${UUID()},${VOICE_ENGINE})", "${UUID()},${VOICE_ENGINE},x)"),
+        "extensions.conf", _replace("${VE_UUID},${VOICE_ENGINE})",
+                                    "${VE_UUID},${VOICE_ENGINE},x)"),
         "${VOICE_ENGINE},x)", "got 3"),
     "AudioSocket with a made-up UUID": (
-        "extensions.conf", _replace("AudioSocket(${UUID()},", "AudioSocket(${CALLID},"),
-        "AudioSocket(${CALLID},", "must be ${UUID()} or a literal UUID"),
+        "extensions.conf", _replace("AudioSocket(${VE_UUID},", "AudioSocket(${CALLID},"),
+        "AudioSocket(${CALLID},", "${CALLID} must be set from ${UUID()} earlier"),
+    "AudioSocket with an expression for a UUID": (
+        "extensions.conf", _replace("AudioSocket(${VE_UUID},", "AudioSocket(${CALLERID(num)},"),
+        "AudioSocket(${CALLERID(num)},", "must be ${UUID()}, a literal UUID, or a variable"),
     "service without a port": (
         "extensions.conf", _replace("VOICE_ENGINE=127.0.0.1:9093", "VOICE_ENGINE=127.0.0.1"),
         "TryExec(AudioSocket", "is not host:port"),
     "service with an unknown variable": (
-        "extensions.conf", _replace("AudioSocket(${UUID()},${VOICE_ENGINE})",
-                                    "AudioSocket(${UUID()},${ENGINE})"),
+        "extensions.conf", _replace("AudioSocket(${VE_UUID},${VOICE_ENGINE})",
+                                    "AudioSocket(${VE_UUID},${ENGINE})"),
         "${ENGINE}", "is not host:port"),
     "port out of range": (
         "extensions.conf", _replace("VOICE_ENGINE=127.0.0.1:9093", "VOICE_ENGINE=127.0.0.1:99999"),
         "TryExec(AudioSocket", "is not host:port"),
     "AudioSocket outside TryExec": (
-        "extensions.conf", _replace("TryExec(AudioSocket(${UUID()},${VOICE_ENGINE}))",
-                                    "AudioSocket(${UUID()},${VOICE_ENGINE})"),
+        "extensions.conf", _replace("TryExec(AudioSocket(${VE_UUID},${VOICE_ENGINE}))",
+                                    "AudioSocket(${VE_UUID},${VOICE_ENGINE})"),
         "n,AudioSocket(", "outside TryExec()"),
     "no test of TRYSTATUS": (
         "extensions.conf", _replace('GotoIf($["${TRYSTATUS}" = "SUCCESS"]?ended)', "NoOp()"),
         "TryExec(AudioSocket", "not followed by a test of ${TRYSTATUS}"),
     "AudioSocket before Answer": (
-        "extensions.conf", _replace("exten => s,1,Answer()\n same => n,TryExec(",
-                                    "exten => s,1,TryExec("),
-        "exten => s,1,TryExec(", "no Answer() before it"),
+        "extensions.conf", _replace("exten => s,1,Answer()\n same => n,Set(VE_UUID",
+                                    "exten => s,1,Set(VE_UUID"),
+        "TryExec(AudioSocket", "no Answer() before it"),
     "unknown slin format": (
         "extensions.conf", _replace("c(slin24)", "c(slin22)"), "c(slin22)", "must be c(FORMAT)"),
     "not a slin format": (
         "extensions.conf", _replace("/c(slin16),,g)", "/c(ulaw),,g)"), "c(ulaw)",
         "must be c(FORMAT)"),
     "Dial to AudioSocket without a UUID": (
-        "extensions.conf", _replace("${VOICE_ENGINE}/${UUID()}/c(slin16)", "${VOICE_ENGINE}"),
+        "extensions.conf", _replace("${VOICE_ENGINE}/${VE_UUID}/c(slin16)", "${VOICE_ENGINE}"),
         "Dial(AudioSocket/${VOICE_ENGINE},,g)", "needs a UUID"),
     "fallback context missing": (
         "extensions.conf", _replace("[human-agents]", "[human-agent]"),
@@ -214,9 +251,36 @@ def test_checker_catches(defect: str, tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_checker_accepts_a_literal_uuid_and_a_literal_address(tmp_path: Path) -> None:
     broken = _broken_copy(tmp_path, "extensions.conf", _replace(
-        "AudioSocket(${UUID()},${VOICE_ENGINE})",
+        "AudioSocket(${VE_UUID},${VOICE_ENGINE})",
         "AudioSocket(4f0c2a9e-1d3b-4c5a-9e8f-7a6b5c4d3e2f,[::1]:9093)"))
     assert check.check_paths([broken]) == []
+
+
+def test_checker_accepts_a_fresh_uuid_in_place_or_through_any_variable(tmp_path: Path) -> None:
+    # ${UUID()} in place still works (the engine cannot find such a channel over AMI, but
+    # the call itself is right); so does another name, set from ${UUID()} before its use.
+    inline = _broken_copy(tmp_path / "inline", "extensions.conf", _replace(
+        "/${VE_UUID}/c(slin24)", "/${UUID()}/c(slin24)"))
+    assert check.check_paths([inline]) == []
+    renamed = _broken_copy(tmp_path / "renamed", "extensions.conf", lambda text: text.replace(
+        "VE_UUID", "CALL_UUID"))
+    assert check.check_paths([renamed]) == []
+
+
+def test_samples_mark_the_callers_channel_with_ve_uuid() -> None:
+    """Every AudioSocket use takes its UUID from VE_UUID, set just before on the same channel.
+
+    The engine finds the caller's channel over AMI by VE_UUID (engine.agent.manager's
+    find_channel), so a sample that used ${UUID()} in place would leave transfers no channel.
+    """
+    sections, problems = check.parse_conf((ASTERISK / "extensions.conf").read_text(), "x")
+    assert problems == []
+    uses = [e for s in sections for e in s.entries
+            if "AudioSocket(" in e.value or "AudioSocket/" in e.value]
+    assert len(uses) == 3
+    assert all("${VE_UUID}" in e.value and "${UUID()}" not in e.value for e in uses)
+    sets = [e for s in sections for e in s.entries if "Set(VE_UUID=${UUID()})" in e.value]
+    assert len(sets) == 3
 
 
 def test_checker_reports_a_missing_file(tmp_path: Path) -> None:

@@ -7,10 +7,13 @@ Asterisk's .conf syntax (``[section]``, templates ``[name](!)`` and ``[name](tem
 - extensions.conf: priorities are a number or ``n`` and each extension starts at 1, with no
   gaps or duplicates; every context, extension and label that ``Goto``/``GotoIf``/``Gosub``/
   ``include`` name exists; ``AudioSocket(uuid,host:port)`` has exactly those two arguments
-  (``${UUID()}`` or a literal UUID; a literal ``host:port`` or a ``[globals]`` name holding
+  (the UUID: ``${UUID()}``, a literal UUID, or ``${NAME}`` where ``Set(NAME=${UUID()})``
+  comes earlier in the same extension, as the samples' ``VE_UUID`` by which the engine finds
+  the caller's channel; the address: a literal ``host:port`` or a ``[globals]`` name holding
   one), runs inside ``TryExec()`` after ``Answer()`` and is followed by a test of
-  ``${TRYSTATUS}``; ``Dial(AudioSocket/host:port/uuid/c(slinNN),,g)`` has the ``g`` option
-  and a known slin format; ``${UUID}`` (an unset variable) appears nowhere.
+  ``${TRYSTATUS}``; ``Dial(AudioSocket/host:port/uuid/c(slinNN),,g)`` has the ``g`` option,
+  a known slin format and a UUID of those kinds; ``${UUID}`` (an unset variable) appears
+  nowhere.
 - modules.conf: the four AudioSocket modules load.
 - manager.conf: the manager is enabled; each user (or the one named) has a ``secret``, a
   ``deny`` of every address before its ``permit``, and ``write`` with ``call`` (what
@@ -59,6 +62,8 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 _HOST_PORT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
                         r":(\d{1,5})$")
 _VARIABLE = re.compile(r"^\$\{(?:GLOBAL\(([A-Za-z0-9_]+)\)|([A-Za-z0-9_]+))\}$")
+_PLAIN_VARIABLE = re.compile(r"^\$\{([A-Za-z0-9_]+)\}$")
+_FRESH_UUID = "${UUID()}"
 _SECTION = re.compile(r"^\[([^\]]+)\]\s*(?:\(([^)]*)\))?\s*$")
 _ENTRY = re.compile(r"^([^=]+?)\s*(=>|=)\s*(.*)$")
 _PRIORITY = re.compile(r"^([^()\s]+)\s*(?:\(([^)]*)\))?$")
@@ -409,11 +414,42 @@ def _check_service(dialplan: _Dialplan, step: _Step, text: str, what: str) -> No
                                     "[globals] name that holds one)")
 
 
+def _uuid_source(dialplan: _Dialplan, step: _Step, name: str) -> tuple[str, bool] | None:
+    """What the last ``Set(NAME=...)`` before ``step`` in its extension assigned, and whether
+    it was an inherited ``_NAME``/``__NAME``; None if nothing set it."""
+    found: tuple[str, bool] | None = None
+    steps = dialplan.steps[step.context][step.exten]
+    for priority in sorted(p for p in steps if p < step.priority):
+        earlier = steps[priority]
+        if earlier.app.strip().lower() != "set" or earlier.args is None:
+            continue
+        target, sep, value = earlier.args.partition("=")
+        target = target.strip()
+        if sep and target.lstrip("_") == name:
+            found = (value.strip(), target.startswith("_"))
+    return found
+
+
 def _check_uuid(dialplan: _Dialplan, step: _Step, text: str, what: str) -> None:
     text = text.strip()
-    if text != "${UUID()}" and not _UUID.match(text):
-        dialplan.problem(step.line, f"{what}: the UUID must be ${{UUID()}} or a literal UUID, "
-                                    f"not {text!r}")
+    if text == _FRESH_UUID or _UUID.match(text):
+        return
+    variable = _PLAIN_VARIABLE.match(text)
+    if variable is None:
+        dialplan.problem(step.line, f"{what}: the UUID must be ${{UUID()}}, a literal UUID, or "
+                                    f"a variable Set from ${{UUID()}} earlier in this "
+                                    f"extension, not {text!r}")
+        return
+    name = variable.group(1)
+    source = _uuid_source(dialplan, step, name)
+    if source is None or source[0] != _FRESH_UUID:
+        dialplan.problem(step.line, f"{what}: {text} must be set from ${{UUID()}} earlier in "
+                                    f"this extension (Set({name}=${{UUID()}}) before it)")
+    elif source[1]:
+        dialplan.problem(step.line, f"{what}: {text} is set inheritable (Set(_{name}=...)): "
+                                    "every channel this one dials would carry it too, and the "
+                                    f"engine could not tell the caller's channel by it; use "
+                                    f"Set({name}=${{UUID()}})")
 
 
 def _check_audiosocket(dialplan: _Dialplan, step: _Step, args: str, wrapped: bool) -> None:
