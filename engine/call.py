@@ -38,6 +38,7 @@ __all__ = [
     "Call",
     "CallSettings",
     "ConnectUpstream",
+    "DtmfPressed",
     "EndCall",
     "EndReason",
     "REFUSALS",
@@ -93,6 +94,7 @@ class EndReason(enum.Enum):
     NOT_ALLOWED = "not_allowed"
     SHUTDOWN = "shutdown"
     AGENT_HANGUP = "agent_hangup"
+    TRANSFERRED = "transferred"
 
 
 REFUSALS = frozenset({EndReason.OVER_CAPACITY, EndReason.SOURCE_CAP, EndReason.DRAINING})
@@ -136,11 +138,19 @@ class RunTool:
 
 
 @dataclass(frozen=True, slots=True)
+class DtmfPressed:
+    """The caller pressed ``digit`` during the conversation: the agent's DTMF policy decides."""
+
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
 class StartGoodbye:
     """The call is saying goodbye: arm the wrap-up deadline (:meth:`Call.wrapup_expired`)."""
 
 
-Action = ConnectUpstream | StartPacing | Rephase | EndCall | RunTool | StartGoodbye
+Action = (ConnectUpstream | StartPacing | Rephase | EndCall | RunTool | StartGoodbye
+          | DtmfPressed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,10 +258,14 @@ class Call:
     Args:
         settings: shared, read-only per worker.
         peer: the caller's address, for log lines.
+        choose: picks the call's own settings (its agent, A/B variant) once its UUID is
+            known, before any of its audio is handled.
     """
 
-    def __init__(self, settings: CallSettings, peer: str = "") -> None:
+    def __init__(self, settings: CallSettings, peer: str = "",
+                 choose: Callable[[UUID], CallSettings] | None = None) -> None:
         self.settings = settings
+        self._choose = choose
         self.peer = peer
         self.state = State.HANDSHAKE
         self.uuid: UUID | None = None
@@ -335,6 +349,16 @@ class Call:
         if self._goodbye_done and self._played_out():
             self._end(self._goodbye_reason)
         return frame
+
+    @property
+    def speaking(self) -> bool:
+        """The model is answering, or its audio is still playing to the caller."""
+        return self.state is not State.ENDED and (
+            self._response is not None or not self._played_out())
+
+    def transferred(self) -> None:
+        """The manager has moved the caller's channel elsewhere: this leg is over."""
+        self._end(EndReason.TRANSFERRED, hangup=False)
 
     def _played_out(self) -> bool:
         """Nothing of the model's is left to play: the last frame is on the wire."""
@@ -430,6 +454,8 @@ class Call:
                 self._caller_audio(event.kind, event.payload)
             elif type(event) is audiosocket.UuidReceived:
                 self.uuid = event.uuid
+                if self._choose is not None:
+                    self.settings = self._choose(event.uuid)
                 self._move(State.CONNECTING)
                 self._actions.append(ConnectUpstream())
             elif type(event) is audiosocket.DtmfReceived:
@@ -500,6 +526,25 @@ class Call:
         if len(self.stats.dtmf) < MAX_DTMF:
             self.stats.dtmf.append(digit)
         logs.event(log, "dtmf", call=self._id(), digit=digit)
+        if self.state is State.ACTIVE:
+            self._actions.append(DtmfPressed(digit))
+
+    def forward_dtmf(self, digits: str) -> None:
+        """Tells the model which keys the caller pressed, as the caller's words; it answers
+        now, or once its current response is done."""
+        if self.state is not State.ACTIVE or not digits:
+            return
+        events = [self._encoder.item_create_text(
+            f"[The caller pressed on the keypad: {' '.join(digits)}]", role="user"),
+            self._encoder.response_create()]
+        if self._response is None:
+            self.to_upstream.extend(events)
+        else:
+            self._after_response.extend(events)
+
+    def end_now(self, reason: EndReason) -> None:
+        """Ends the call at once with a clean hangup (a key the agent maps to hanging up)."""
+        self._end(reason)
 
     # -- upstream side -----------------------------------------------------------------------
 

@@ -15,14 +15,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-import orjson
-
 from engine import logs, upstream
+from engine.agent.agentfile import AgentFile, default_agent
+from engine.agent.callagent import CallAgent
+from engine.agent.runner import ToolRunner
 from engine.call import (
     REFUSALS,
     Call,
     CallSettings,
     ConnectUpstream,
+    DtmfPressed,
     EndCall,
     EndReason,
     Rephase,
@@ -119,7 +121,8 @@ class CallConnection(asyncio.Protocol):
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
-        self.call: Call = Call(worker.settings)
+        self.agent = CallAgent(worker.agents, worker.settings)
+        self.call: Call = Call(worker.settings, choose=self.agent.choose)
         self.transport: asyncio.Transport | None = None
         self.upstream: upstream.UpstreamConnection | None = None
         self._connect_task: asyncio.Task[None] | None = None
@@ -142,6 +145,8 @@ class CallConnection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        local = transport.get_extra_info("sockname")
+        self.agent.port = int(local[1]) if local else 0
         peer = transport.get_extra_info("peername")
         host = self._host = str(peer[0]) if peer else ""
         self.call.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
@@ -244,6 +249,15 @@ class CallConnection(asyncio.Protocol):
         if call.wants_attention:
             self._act()
 
+    @property
+    def ended(self) -> bool:
+        """The call is over (tools drop what they would have said)."""
+        return self.call.end_reason is not None
+
+    def act(self) -> None:
+        """Carries out what the call decided (for tools that change it from a task)."""
+        self._act()
+
     # -- upstream listener -----------------------------------------------------------------
 
     def upstream_message(self, data: bytes | str) -> None:
@@ -265,11 +279,18 @@ class CallConnection(asyncio.Protocol):
             endpoint = worker.endpoint
             if self.call.uuid is not None:
                 endpoint = endpoint.for_call(str(self.call.uuid))
-            conn = await upstream.connect(
-                endpoint, self, open_timeout=limits.open_timeout,
-                deadline=limits.connect_deadline, max_send_buffer=limits.upstream_send_buffer,
-                ping_interval=limits.ping_interval, ping_timeout=limits.ping_timeout,
-            )
+            details = asyncio.ensure_future(self.agent.fill(worker.manager, self.call.uuid))
+            try:
+                conn = await upstream.connect(
+                    endpoint, self, open_timeout=limits.open_timeout,
+                    deadline=limits.connect_deadline,
+                    max_send_buffer=limits.upstream_send_buffer,
+                    ping_interval=limits.ping_interval, ping_timeout=limits.ping_timeout,
+                )
+            finally:
+                filled = await details
+            if filled is not None:
+                self.call.settings = filled
         except UpstreamError as exc:
             METRICS.upstream_connects.labels(outcome=type(exc).__name__).inc()
             self.call.upstream_failed(exc)
@@ -299,11 +320,14 @@ class CallConnection(asyncio.Protocol):
             elif type(action) is StartPacing:
                 self._paced = True
                 self.worker.clock.add(self)
-                self._later(self.worker.limits.max_call_seconds, self._max_duration)
+                seconds = self.agent.max_call_seconds or self.worker.limits.max_call_seconds
+                self._later(seconds, self._max_duration)
             elif type(action) is ConnectUpstream:
                 self._connect_task = asyncio.get_running_loop().create_task(self._connect())
             elif type(action) is RunTool:
-                self.worker.run_tool(self, action)
+                self.agent.run_tool(self, self.worker.runner, action)
+            elif type(action) is DtmfPressed:
+                self.agent.dtmf(self, self.worker.runner, action.digit)
             elif type(action) is StartGoodbye:
                 self._later(self.worker.limits.wrapup_seconds, self.call.wrapup_expired)
             elif type(action) is EndCall:
@@ -331,6 +355,8 @@ class CallConnection(asyncio.Protocol):
         task = self._connect_task
         if task is not None and not task.done():
             task.cancel()
+        worker.runner.cancel(self)
+        self.agent.close()
         if self.upstream is not None:
             self.upstream.close()
             self.upstream = None
@@ -362,6 +388,8 @@ class Worker:
         limits: deadlines and bounds (derived from ``config`` when None).
         counts: the node's call counts, shared with the other workers; None counts this
             worker's calls alone.
+        agents: the agent file (the default agent when None).
+        manager: the Asterisk manager client, for transfers and caller details.
     """
 
     def __init__(
@@ -371,8 +399,13 @@ class Worker:
         settings: CallSettings | None = None,
         limits: WorkerLimits | None = None,
         counts: Counts | None = None,
+        agents: AgentFile | None = None,
+        manager: Any = None,
     ) -> None:
         self.config = config
+        self.agents = agents if agents is not None else default_agent(config)
+        self.manager = manager
+        self.runner = ToolRunner(manager=manager)
         self.endpoint = endpoint
         self.settings = settings or CallSettings.from_config(config)
         self.limits = limits or WorkerLimits.from_config(config)
@@ -421,16 +454,8 @@ class Worker:
             self._server = None
         if self.clock is not None:
             self.clock.stop()
+        await self.runner.close()
         await asyncio.sleep(0)
-
-    def run_tool(self, conn: CallConnection, action: RunTool) -> None:
-        """Runs the tool the model asked for; with no tools configured, a structured error."""
-        logs.event(log, "tool_call_refused", logging.WARNING, call=conn.call._id(),
-                   tool=action.name, reason="no tools are configured")
-        conn.call.tool_result(action.call_id, orjson.dumps(
-            {"error": "unknown_tool", "message": f"no tool named {action.name!r} exists"}
-        ).decode())
-        conn._act()
 
     def _clock_stats(self, pacer: Pacer) -> None:
         """Once per tick: the clock's counters into the metrics, as increments."""
@@ -488,6 +513,8 @@ class Worker:
             "rephases": stats.rephases,
             "dtmf": "".join(stats.dtmf),
             "underruns": playout.underruns if playout is not None else 0,
+            **conn.agent.describe(),
+            "tool_calls": stats.tool_calls,
             "responses": stats.usage.responses,
             "input_tokens": stats.usage.input_tokens,
             "output_tokens": stats.usage.output_tokens,
