@@ -115,7 +115,7 @@ def run(simulator: bool, env_file: Path | None, **flags: Any) -> None:
 
     from engine.node.supervisor import Supervisor
 
-    supervisor = Supervisor(config, simulator=simulator, log_format=fmt)
+    supervisor = Supervisor(config, simulator=simulator, log_format=fmt, env_file=env_file)
     sys.exit(uvloop.run(supervisor.run()))
 
 

@@ -133,6 +133,10 @@ FIELDS: tuple[Setting, ...] = (
     Setting("HANDSHAKE_TIMEOUT_MS", _ranged(int, 100, 60_000), "UUID deadline in ms"),
     Setting("AGENT_FILE", _optional, "agent file (TOML): instructions, tools, per-port profiles, "
             "A/B variants", aliases=("--agent",)),
+    Setting("AMI_HOST", _text, "Asterisk manager host, for transfers and caller details"),
+    Setting("AMI_PORT", _ranged(int, 1, 65535), "Asterisk manager port"),
+    Setting("AMI_USER", _optional, "Asterisk manager user; unset, the engine does not use it"),
+    Setting("AMI_PASS", _optional, "Asterisk manager secret", True),
 )
 
 _BY_ENV = {s.env: s for s in FIELDS}
@@ -174,6 +178,10 @@ class Config:
     max_call_seconds: int = 600
     handshake_timeout_ms: int = 2000
     agent_file: str | None = None
+    ami_host: str = "127.0.0.1"
+    ami_port: int = 5038
+    ami_user: str | None = None
+    ami_pass: str | None = field(default=None, repr=False)
 
     def replace(self, **changes: Any) -> Config:
         """A copy with ``changes`` applied (no re-validation: for tests and the simulator)."""
@@ -330,6 +338,8 @@ def _cross_checks(config: Config, require_key: bool) -> list[str]:
         )
     elif "key" in {k.lower() for k in parse_qs(url.query)}:
         problems.append("OPENAI_REALTIME_URL must not carry a key in its query; use the header")
+    if config.ami_user and not config.ami_pass:
+        problems.append("AMI_USER is set but AMI_PASS is not: the manager login needs both")
     return problems
 
 

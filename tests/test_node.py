@@ -339,3 +339,48 @@ def test_a_drain_right_after_a_restart_reaches_the_new_worker(tmp: Path) -> None
             node.close()
 
     run(main())
+
+
+def test_sighup_rereads_the_agent_file_for_new_calls_and_keeps_it_when_broken(
+        tmp: Path) -> None:
+    agent = tmp / "agent.toml"
+    agent.write_text('[agent]\ninstructions = "Be brief."\n\n[[variant]]\nname = "first"\n'
+                     'weight = 1\n')
+
+    async def main() -> None:
+        node = await NodeProcess(tmp, workers=1, AGENT_FILE=str(agent)).ready()
+        try:
+            assert (await place(node.port, 1.0)).hangup == caller.CALLER_FINISHED
+            agent.write_text('[agent]\ninstructions = "Be kind."\n\n[[variant]]\n'
+                             'name = "second"\nweight = 1\n')
+            node.signal(signal.SIGHUP)
+            await node.wait_event("agent_reloaded")
+            assert (await place(node.port, 1.0)).hangup == caller.CALLER_FINISHED
+            agent.write_text('[agent]\ninstructions = 42\n')
+            node.signal(signal.SIGHUP)
+            (failed,) = await node.wait_event("agent_reload_failed")
+            assert "instructions" in failed["error"]
+            assert (await place(node.port, 1.0)).hangup == caller.CALLER_FINISHED
+            ends = await node.wait_event("call_ended", count=3)
+            assert [e["variant"] for e in ends] == ["first", "second", "second"]
+        finally:
+            node.close()
+
+    run(main())
+
+
+def test_a_broken_agent_file_stops_the_node_at_start_with_its_problems(tmp: Path) -> None:
+    agent = tmp / "agent.toml"
+    agent.write_text('[agent]\ninstructions = "Hi {nobody}"\n')
+
+    async def main() -> None:
+        node = NodeProcess(tmp, workers=1, AGENT_FILE=str(agent))
+        try:
+            assert await node.exited() == 1
+            (failed,) = node.events("node_failed")
+            assert "agent.toml" in failed["error"] and "nobody" in failed["error"]
+            assert not node.events("worker_started")
+        finally:
+            node.close()
+
+    run(main())

@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from engine import __version__, logs
-from engine.config import Config
+from engine.config import Config, environment
 from engine.errors import (
     AddressInUse,
     ControlChannelError,
@@ -41,7 +41,7 @@ from engine.errors import (
 )
 from engine.node.control import Channel
 from engine.node.state import NodePhase, NodeState, WorkerView
-from engine.node.worker_process import EXIT_BOOT, boot_message
+from engine.node.worker_process import EXIT_BOOT, boot_message, load_agents
 
 __all__ = ["Supervisor", "usable_cpus"]
 
@@ -108,8 +108,12 @@ class _Channel(Channel):
         worker = self.worker
         if worker.channel is self and worker.proc is not None:
             proc = worker.proc
-            asyncio.get_running_loop().call_later(
-                CHANNEL_GRACE, lambda: worker.proc is proc and self.node.kill(worker))
+
+            def kill_if_still_there() -> None:
+                if worker.proc is proc:
+                    self.node.kill(worker)
+
+            asyncio.get_running_loop().call_later(CHANNEL_GRACE, kill_if_still_there)
 
 
 class Supervisor:
@@ -120,11 +124,16 @@ class Supervisor:
         simulator: run the built-in Realtime simulator in this process and point workers at it.
         log_format: ``text`` or ``json``, passed on to the workers.
         worker_program: the command that runs one worker (tests start a failing one).
+        env_file: the ``.env`` file the configuration came from (the agent file's
+            ``${NAME}`` references read it too).
     """
 
     def __init__(self, config: Config, *, simulator: bool = False,
-                 log_format: str = "json", worker_program: list[str] | None = None) -> None:
+                 log_format: str = "json", worker_program: list[str] | None = None,
+                 env_file: Path | None = None) -> None:
         self.config = config
+        self.env_file = env_file
+        self._env: dict[str, str] = {}
         # -P: the working folder is not put on the path, so a checkout in it cannot shadow
         # the installed package (and its built extensions).
         self.worker_program = worker_program or [sys.executable, "-P", "-m",
@@ -157,6 +166,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._signals.put_nowait, signal.Signals(signum).name)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
         try:
             try:
                 await self._boot()
@@ -177,11 +187,14 @@ class Supervisor:
                     await watch
         finally:
             await self._teardown()
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
 
     async def _boot(self) -> None:
         config = self.config
+        self._env = environment(None, self.env_file)
+        agents = load_agents(config, self._env)
+        logs.event(log, "agent", file=config.agent_file, summary=agents.describe())
         self._own_address()
         self._make_rundir()
         from engine.node.admission import NodeCounts
@@ -424,7 +437,7 @@ class Supervisor:
         channel.send(boot_message(
             self.config.replace(listen_port=self.listen_port), slot=worker.view.slot,
             counts=str(self._rundir / "calls"),  # type: ignore[operator]
-            url=self._url, key_required=not self.simulator,
+            url=self._url, key_required=not self.simulator, env=self._env,
         ))
 
     def worker_message(self, worker: _Worker, message: dict[str, Any]) -> None:
@@ -439,6 +452,21 @@ class Supervisor:
         if isinstance(beat, dict):
             view.draining = bool(beat.get("draining", False))
             view.lag_ms = float(beat.get("lag_ms", 0.0))
+
+    def _reload(self) -> None:
+        """SIGHUP: the agent file is read again and, if it loads, every worker re-reads it
+        for its new calls; if not, the node keeps the one it has and says why."""
+        try:
+            self._env = environment(None, self.env_file)
+            agents = load_agents(self.config, self._env)
+        except EngineError as exc:
+            logs.event(log, "agent_reload_failed", logging.ERROR, error=str(exc),
+                       kept="the agent file loaded before")
+            return
+        logs.event(log, "agent_reload", file=self.config.agent_file, summary=agents.describe())
+        for worker in self._workers:
+            if worker.channel is not None:
+                worker.channel.send({"cmd": "reload"})
 
     def _command(self, worker: _Worker) -> None:
         """Tells ``worker`` what the node is doing, if it is doing more than serving; sent

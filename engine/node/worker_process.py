@@ -27,7 +27,8 @@ from engine.config import Config
 from engine.errors import ControlChannelError, EngineError
 from engine.node.control import Channel
 
-__all__ = ["EXIT_BOOT", "EXIT_SUPERVISOR_LOST", "boot_message", "config_from_wire", "main"]
+__all__ = ["EXIT_BOOT", "EXIT_SUPERVISOR_LOST", "boot_message", "config_from_wire",
+           "load_agents", "main"]
 
 log = logging.getLogger("engine.node.worker")
 
@@ -40,12 +41,26 @@ HEARTBEAT = 1.0
 
 
 def boot_message(config: Config, *, slot: int, counts: str, url: str,
-                 key_required: bool) -> dict[str, Any]:
-    """What the supervisor sends a new worker first."""
+                 key_required: bool, env: dict[str, str]) -> dict[str, Any]:
+    """What the supervisor sends a new worker first (``env``: what the agent file's
+    ``${NAME}`` references are read from)."""
     return {"boot": {
         "config": dataclasses.asdict(config), "slot": slot, "counts": counts, "url": url,
-        "key_required": key_required,
+        "key_required": key_required, "env": env,
     }}
+
+
+def load_agents(config: Config, env: dict[str, str]) -> Any:
+    """The agent file ``AGENT_FILE`` names, or the default agent.
+
+    Raises:
+        AgentFileError: the file does not load, with every problem and its place.
+    """
+    from engine.agent import agentfile
+
+    if not config.agent_file:
+        return agentfile.default_agent(config)
+    return agentfile.load(Path(config.agent_file), env, config)
 
 
 def config_from_wire(values: dict[str, Any]) -> Config:
@@ -87,6 +102,7 @@ class _Runtime:
         self._cut = False
         self._lag_ms = 0.0
         self._early: dict[str, Any] | None = None
+        self._env: dict[str, str] = {}
         self._boot: asyncio.Future[dict[str, Any]] | None = None
 
     async def run(self) -> int:
@@ -124,7 +140,17 @@ class _Runtime:
         endpoint = upstream.Endpoint.for_dialect(settings.dialect, boot["url"],
                                                  config.openai_model, key)
         counts = NodeCounts.attach(Path(boot["counts"]), self.slot)
-        self.worker = Worker(config, endpoint, settings, counts=counts)
+        self._env = dict(boot.get("env") or {})
+        agents = load_agents(config, self._env)
+        manager = None
+        if config.ami_user:
+            from engine.agent.manager import Manager
+
+            manager = Manager(config.ami_host, config.ami_port, config.ami_user,
+                              config.ami_pass or "")
+            manager.start()
+        self.worker = Worker(config, endpoint, settings, counts=counts, agents=agents,
+                             manager=manager)
         port = await self.worker.start()
         assert self.channel is not None
         self.channel.send({"ready": {"pid": os.getpid(), "slot": self.slot, "port": port}})
@@ -137,12 +163,26 @@ class _Runtime:
         if self.worker is None and cmd in ("drain", "stop"):
             self._early = message
             return
-        if cmd == "drain":
+        if cmd == "reload":
+            self._reload()
+        elif cmd == "drain":
             self._drain(float(message.get("seconds", 0)))
         elif cmd == "stop":
             self._stop(0, "stop")
         else:
             logs.event(log, "control_unknown_command", logging.WARNING, command=str(cmd))
+
+    def _reload(self) -> None:
+        """Re-reads the agent file for new calls; calls in progress keep theirs, and a
+        file that no longer loads keeps the old agent."""
+        worker = self.worker
+        try:
+            worker.agents = load_agents(worker.config, self._env)
+        except EngineError as exc:
+            logs.event(log, "agent_reload_failed", logging.ERROR, slot=self.slot,
+                       error=str(exc))
+            return
+        logs.event(log, "agent_reloaded", slot=self.slot, file=worker.config.agent_file)
 
     def lost(self) -> None:
         """The supervisor is gone: hang up every call and leave."""
@@ -185,6 +225,8 @@ class _Runtime:
             await worker.wait_idle(grace)
         hung_up = len(worker.connections)
         await worker.stop()
+        if worker.manager is not None:
+            await worker.manager.close()
         logs.event(log, "worker_stopped", slot=self.slot, reason=why, calls_at_start=left,
                    hung_up=hung_up)
         if self.done is not None and not self.done.done():
