@@ -417,28 +417,30 @@ class Worker:
         self.draining = False
         self.clock: Clock = None  # type: ignore[assignment]
         self.totals = _Totals()
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
         self._idle: asyncio.Event | None = None
         self._clock_seen = (0, 0)
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
-        """Binds the AudioSocket listener and starts the clock; returns the bound port."""
+        """Binds the AudioSocket listener (and one per agent profile's port) and starts the
+        clock; returns the main listener's port."""
         loop = asyncio.get_running_loop()
         self.clock = Clock(loop, on_stats=self._clock_stats)
         self.clock.start()
         self._idle = asyncio.Event()
-        self._server = await loop.create_server(
-            lambda: CallConnection(self),
-            self.config.listen_host if host is None else host,
-            self.config.listen_port if port is None else port,
-            reuse_port=True,
-            backlog=1024,
-        )
-        bound: int = self._server.sockets[0].getsockname()[1]
-        logs.event(log, "listening", host=self.config.listen_host if host is None else host,
-                   port=bound, dialect=self.settings.dialect.value,
-                   upstream_format=self.settings.upstream_format)
-        return bound
+        host = self.config.listen_host if host is None else host
+        ports = [self.config.listen_port if port is None else port, *self.agents.listen_ports]
+        for each in ports:
+            server = await loop.create_server(
+                lambda: CallConnection(self), host, each, reuse_port=True, backlog=1024)
+            self._servers.append(server)
+            bound: int = server.sockets[0].getsockname()[1]
+            logs.event(log, "listening", host=host, port=bound,
+                       profile=self.agents.profile_for_port(bound).name,
+                       dialect=self.settings.dialect.value,
+                       upstream_format=self.settings.upstream_format)
+        first: int = self._servers[0].sockets[0].getsockname()[1]
+        return first
 
     async def stop(self, grace: float = 0.0) -> None:
         """Stops accepting, lets calls run up to ``grace`` seconds, then hangs up the rest."""
@@ -448,10 +450,10 @@ class Worker:
         for conn in list(self.connections):
             conn.call.shutdown()
             conn._act()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()
+        self._servers.clear()
         if self.clock is not None:
             self.clock.stop()
         await self.runner.close()

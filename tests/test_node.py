@@ -384,3 +384,27 @@ def test_a_broken_agent_file_stops_the_node_at_start_with_its_problems(tmp: Path
             node.close()
 
     run(main())
+
+
+def test_a_profile_listens_on_its_own_port_with_its_own_agent(tmp: Path) -> None:
+    from tests.nodeproc import free_port
+
+    spanish = free_port()
+    agent = tmp / "agent.toml"
+    agent.write_text('[agent]\ninstructions = "Be brief."\n\n'
+                     f'[profiles.spanish]\nlisten_port = {spanish}\n'
+                     'instructions = "Atiendes en español."\n')
+
+    async def main() -> None:
+        node = await NodeProcess(tmp, AGENT_FILE=str(agent)).ready()
+        try:
+            assert (await place(spanish, 1.0)).hangup == caller.CALLER_FINISHED
+            assert (await place(node.port, 1.0)).hangup == caller.CALLER_FINISHED
+            ends = await node.wait_event("call_ended", count=2)
+            assert sorted(e["profile"] for e in ends) == ["default", "spanish"]
+            listening = node.events("listening")
+            assert {e["port"] for e in listening} == {node.port, spanish}
+        finally:
+            node.close()
+
+    run(main())

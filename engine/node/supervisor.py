@@ -134,6 +134,7 @@ class Supervisor:
         self.config = config
         self.env_file = env_file
         self._env: dict[str, str] = {}
+        self._agents: Any = None
         # -P: the working folder is not put on the path, so a checkout in it cannot shadow
         # the installed package (and its built extensions).
         self.worker_program = worker_program or [sys.executable, "-P", "-m",
@@ -193,9 +194,11 @@ class Supervisor:
     async def _boot(self) -> None:
         config = self.config
         self._env = environment(None, self.env_file)
-        agents = load_agents(config, self._env)
+        agents = self._agents = load_agents(config, self._env)
         logs.event(log, "agent", file=config.agent_file, summary=agents.describe())
         self._own_address()
+        for port in agents.listen_ports:
+            self._probe(config.listen_host, port)
         self._make_rundir()
         from engine.node.admission import NodeCounts
         self._counts = NodeCounts.create(self._rundir / "calls", self.workers_wanted)  # type: ignore[operator]
@@ -339,6 +342,14 @@ class Supervisor:
         port = self.listen_port
         if port != 0:
             self._take_name(host, port)
+        self.listen_port = self._probe(host, port)
+        if port == 0:
+            self._take_name(host, self.listen_port)
+
+    @staticmethod
+    def _probe(host: str, port: int) -> int:
+        """Binds ``host:port`` without SO_REUSEPORT and lets go: a program holding it (with or
+        without the option) is found now, not by a worker that would silently share it."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -348,9 +359,8 @@ class Supervisor:
                 if exc.errno == errno.EADDRINUSE:
                     raise AddressInUse("AudioSocket", host, port, by_node=False) from None
                 raise NodeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-            self.listen_port = probe.getsockname()[1]
-        if port == 0:
-            self._take_name(host, self.listen_port)
+            bound: int = probe.getsockname()[1]
+            return bound
 
     def _take_name(self, host: str, port: int) -> None:
         lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -463,6 +473,13 @@ class Supervisor:
             logs.event(log, "agent_reload_failed", logging.ERROR, error=str(exc),
                        kept="the agent file loaded before")
             return
+        if sorted(agents.listen_ports) != sorted(self._agents.listen_ports):
+            logs.event(log, "agent_reload_failed", logging.ERROR,
+                       error="the profiles' listen ports changed; listeners are bound at start, "
+                             "so restart the node to take this file",
+                       kept="the agent file loaded before")
+            return
+        self._agents = agents
         logs.event(log, "agent_reload", file=self.config.agent_file, summary=agents.describe())
         for worker in self._workers:
             if worker.channel is not None:
