@@ -776,3 +776,18 @@ def test_the_backend_key_never_shows(tmp_path: Path) -> None:
     assert SECRET not in str(info.value) and SECRET not in repr(info.value)
     assert any("action.headers.Authorization: has a line break or control character once "
                "expanded" in p for p in info.value.problems)
+
+
+def test_the_readme_s_minimal_agent_file_loads(tmp_path: Path) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## The agent"):]
+    block = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert block is not None
+    path = tmp_path / "agent.toml"
+    path.write_text(block.group(1))
+    agents = af.load(path, {}, Config())
+    agent = agents.default.agents[0]
+    assert [t.name for t in agent.tools] == ["end_call", "transfer"]
+    assert agent.dtmf.map["0"].tool == "transfer"
