@@ -274,6 +274,7 @@ class Call:
         self.playout: Any = None
         self.stats = CallStats()
         self.end_reason: EndReason | None = None
+        self.responses_created = 0
         self.to_upstream: list[bytes] = []
         self._actions: list[Action] = []
         self._parser = audiosocket.Parser(settings.max_payload)
@@ -549,6 +550,7 @@ class Call:
     # -- upstream side -----------------------------------------------------------------------
 
     def _on_response_created(self, event: realtime.ResponseCreated) -> None:
+        self.responses_created += 1
         wrapup = self.state is State.WRAPPING_UP
         self._response = _Response(event.response_id, wrapup=wrapup)
 

@@ -504,10 +504,6 @@ def test_transfer_redirects_the_callers_channel_to_the_allowed_destination(
     assert call_ended(caplog)["reason"] == "transferred"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runner._redirect waits only while call.speaking, which is False right after the tool "
-    "result: the response.create it triggers has not produced response.created yet, so the "
-    "Redirect goes at once and the model's sentence is cut (engine/agent/runner.py _redirect)"))
 def test_transfer_waits_for_the_models_words_to_play_out() -> None:
     call_id = uuid.uuid4()
 
@@ -624,10 +620,6 @@ action.destinations.sales = { context = "from-internal", exten = "2001" }
 """ + END_CALL_TOOL
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a transfer that outlives its timeout_s tells the model it is transferring (late result "
-    "ok) but never redirects: runner._run's late path ignores outcome.then, the _redirect "
-    "coroutine is never awaited (engine/agent/runner.py _run, the still_working branch)"))
 def test_a_transfer_slower_than_its_timeout_still_transfers(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     call_id = uuid.uuid4()

@@ -46,6 +46,8 @@ __all__ = ["CALLER_UUID_VARIABLE", "ToolHost", "ToolRunner"]
 
 log = logging.getLogger("engine.agent.runner")
 
+REPLY_START_S = 3.0
+"""How long a transfer waits for the model to start the sentence it was asked for."""
 CALLER_UUID_VARIABLE = "VE_UUID"
 """The channel variable the dialplan sets to the call's UUID (see ``asterisk/``)."""
 
@@ -189,11 +191,17 @@ class ToolRunner:
             work.cancel()
             raise
         outcome = self._outcome(work, spec)
-        if not host.ended:
+        delivered = not host.ended
+        if delivered:
             host.call.tool_late_result(spec.name, _json(outcome.output))
             host.act()
         logs.event(log, "tool_late_result", call=call_log, tool=spec.name,
-                   delivered=not host.ended, ms=round(1000 * (time.monotonic() - started)))
+                   delivered=delivered, ms=round(1000 * (time.monotonic() - started)))
+        if outcome.then is not None:
+            if delivered:
+                await outcome.then
+            else:
+                outcome.then.close()
 
     @staticmethod
     def _outcome(work: asyncio.Future[_Outcome], spec: ToolSpec) -> _Outcome:
@@ -253,9 +261,17 @@ class ToolRunner:
 
     async def _redirect(self, host: ToolHost, channel: str, destination: Any,
                         wait_s: float) -> None:
-        """Redirects once the model's words have played (up to ``wait_s``)."""
+        """Redirects once the model's words have played, up to ``wait_s``: the words of the
+        response the tool's answer asks for (it starts after this is called), or, if none
+        starts within ``REPLY_START_S``, what is playing now."""
+        call = host.call
         end = time.monotonic() + wait_s
-        while not host.ended and time.monotonic() < end and host.call.speaking:
+        before = call.responses_created
+        start_by = min(end, time.monotonic() + REPLY_START_S)
+        while (not host.ended and call.responses_created == before
+               and time.monotonic() < start_by):
+            await asyncio.sleep(0.02)
+        while not host.ended and time.monotonic() < end and call.speaking:
             await asyncio.sleep(0.02)
         if host.ended:
             return
