@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 
 import engine as engine_package
@@ -126,8 +127,6 @@ class EngineProcess:
         """Calls per worker as the node's ``/health`` reports them (None for the floor)."""
         if self.health_port is None:
             return None
-        import aiohttp
-
         url = f"http://127.0.0.1:{self.health_port}/health"
         try:
             timeout = aiohttp.ClientTimeout(total=5)
