@@ -45,7 +45,9 @@ from engine.node.admission import NODE_FULL, SOURCE_CAP, SOURCE_TABLE_FULL, Sour
 from engine.node.proxy import ProxyParser, looks_like_proxy
 from engine.pacer import Pacer
 
-__all__ = ["CallConnection", "Counts", "LocalCounts", "Worker", "WorkerLimits"]
+__all__ = ["LINGER_S", "CallConnection", "Counts", "LocalCounts", "Worker", "WorkerLimits"]
+
+LINGER_S = 2.0
 
 log = logging.getLogger("engine.worker")
 
@@ -227,11 +229,20 @@ class CallConnection(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.call.receive_eof()
         self._act()
+        self._unlinger()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.call.connection_lost()
         self._act()
+        self._unlinger()
+
+    def _unlinger(self) -> None:
+        """The caller closed its side: a half-closed socket need not wait any longer."""
+        if self.transport is not None:
+            timer = self.worker.lingering.pop(self.transport, None)
+            if timer is not None:
+                timer.cancel()
 
     def pause_writing(self) -> None:
         """The caller has not read ``caller_send_buffer`` bytes: it is stalled; end the call."""
@@ -362,9 +373,15 @@ class CallConnection(asyncio.Protocol):
             self.upstream = None
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            if action.hangup:
+            if action.hangup and transport.can_write_eof():
+                # Half-close and let the caller close: closing with its bytes unread would
+                # send a reset, which can reach Asterisk before the hangup it must read.
                 transport.write(action.hangup)
-            transport.close()
+                transport.write_eof()
+                worker.linger(transport)
+            else:
+                transport.write(action.hangup)
+                transport.close()
         worker.connections.discard(self)
         if self._source is not None:
             worker.counts.release(self._source)
@@ -418,6 +435,7 @@ class Worker:
         self.clock: Clock = None  # type: ignore[assignment]
         self.totals = _Totals()
         self._servers: list[asyncio.Server] = []
+        self.lingering: dict[asyncio.Transport, asyncio.TimerHandle] = {}
         self._idle: asyncio.Event | None = None
         self._clock_seen = (0, 0)
 
@@ -454,10 +472,24 @@ class Worker:
             server.close()
             await server.wait_closed()
         self._servers.clear()
+        for transport, timer in list(self.lingering.items()):
+            timer.cancel()
+            transport.close()
+        self.lingering.clear()
         if self.clock is not None:
             self.clock.stop()
         await self.runner.close()
         await asyncio.sleep(0)
+
+    def linger(self, transport: asyncio.Transport) -> None:
+        """Keeps a hung-up caller's socket half-open until the caller closes it, at most
+        ``LINGER_S`` (its bytes meanwhile are read and dropped)."""
+        self.lingering[transport] = asyncio.get_running_loop().call_later(
+            LINGER_S, self._unlinger, transport)
+
+    def _unlinger(self, transport: asyncio.Transport) -> None:
+        self.lingering.pop(transport, None)
+        transport.close()
 
     def _clock_stats(self, pacer: Pacer) -> None:
         """Once per tick: the clock's counters into the metrics, as increments."""

@@ -137,3 +137,26 @@ def test_uuid_is_still_the_first_message_after_the_header() -> None:
             assert live.report.client_request_id == str(call_id)
 
     run(main())
+
+
+def test_a_refused_caller_reads_the_hangup_even_while_it_keeps_sending() -> None:
+    """The refusal half-closes: bytes the caller sends after it are read and dropped, so no
+    reset can overtake the 00 00 00 it must read (Asterisk then runs the fallback)."""
+    limits = WorkerLimits(connect_deadline=2.0, max_calls=0)
+
+    async def main() -> None:
+        async with node(limits=limits) as n:
+            reader, writer = await asyncio.open_connection("127.0.0.1", n.port)
+            await asyncio.sleep(0.2)
+            frame = b"\x10\x01\x40" + bytes(320)
+            writer.write(b"\x01\x00\x10" + uuid.uuid4().bytes + frame * 20)
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            writer.write(frame * 20)
+            await writer.drain()
+            got = await reader.read()
+            assert got == b"\x00\x00\x00"
+            writer.close()
+            await writer.wait_closed()
+
+    run(main())
