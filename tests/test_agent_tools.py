@@ -780,3 +780,57 @@ def test_the_variant_is_logged_and_its_instructions_sent(
         run(body)
     end = call_ended(caplog)
     assert end["variant"] == variant and end["profile"] == "default"
+
+
+PYTHON_AGENT = """
+[agent]
+instructions = "You quote prices."
+
+[[tool]]
+name = "quote"
+description = "The price of a treatment."
+
+[tool.parameters]
+type = "object"
+required = ["treatment"]
+properties.treatment = { type = "string" }
+
+[tool.action]
+type = "python"
+callable = "ve_test_tools:quote"
+""" + END_CALL_TOOL
+
+PYTHON_TOOLS = '''
+calls = []
+
+
+async def quote(arguments):
+    calls.append(arguments)
+    if arguments["treatment"] == "unknown":
+        raise LookupError("no such treatment")
+    return {"treatment": arguments["treatment"], "price_eur": 80}
+'''
+
+
+def test_a_python_tool_is_awaited_with_the_arguments_and_its_failure_is_structured(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    (tmp_path / "ve_test_tools.py").write_text(PYTHON_TOOLS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "ve_test_tools", raising=False)
+    agents = agent_file(tmp_path, PYTHON_AGENT)
+
+    async def body() -> None:
+        async with node(script("quote", {"treatment": "cleaning"}, at=1),
+                        script("quote", {"treatment": "unknown"}, at=2), agents=agents) as n:
+            report = await n.call(speech(0.6) + quiet(1.5) + speech(0.6) + quiet(2.5))
+            assert report.hangup == caller.CALLER_FINISHED
+            results = [o for _, _, o in outputs(session_events(n))]
+            assert results[0] == {"treatment": "cleaning", "price_eur": 80}
+            assert results[1]["error"] == "tool_failed"
+            assert "LookupError" in results[1]["message"]
+            assert sys.modules["ve_test_tools"].calls == [
+                {"treatment": "cleaning"}, {"treatment": "unknown"}]
+
+    run(body)
