@@ -291,6 +291,7 @@ class Call:
         self._goodbye_reason = EndReason.MAX_DURATION
         self._tools = ToolCalls()
         self._after_response: list[bytes] = []
+        self._want_response = False
         self._last_done: tuple[str, bool] | None = None
 
     # -- inputs from the adapter -------------------------------------------------------------
@@ -396,24 +397,19 @@ class Call:
             return
         self.to_upstream.append(self._encoder.function_output(call_id, output))
         response_id = self._tools.owner(call_id)
-        wants_response = self._tools.answered(call_id)
+        if self._tools.answered(call_id) and not hangup:
+            self._want_response = True
         if hangup:
             self._hang_up_after_goodbye(response_id)
-        elif wants_response and self.state is State.ACTIVE:
-            self.to_upstream.append(self._encoder.response_create())
+        self._ask()
 
     def tool_late_result(self, name: str, output: str) -> None:
         """A result that came after its tool's "still working" answer: told to the model as a
         system message, now if it is not speaking, else once its response is done."""
         if self.state is not State.ACTIVE:
             return
-        events = [self._encoder.item_create_text(
-            f"The tool {name} has now finished. Its result: {output}", role="system"),
-            self._encoder.response_create()]
-        if self._response is None:
-            self.to_upstream.extend(events)
-        else:
-            self._after_response.extend(events)
+        self._tell(self._encoder.item_create_text(
+            f"The tool {name} has now finished. Its result: {output}", role="system"))
 
     def shutdown(self) -> None:
         """The node is stopping: a clean hangup."""
@@ -535,13 +531,27 @@ class Call:
         now, or once its current response is done."""
         if self.state is not State.ACTIVE or not digits:
             return
-        events = [self._encoder.item_create_text(
-            f"[The caller pressed on the keypad: {' '.join(digits)}]", role="user"),
-            self._encoder.response_create()]
+        self._tell(self._encoder.item_create_text(
+            f"[The caller pressed on the keypad: {' '.join(digits)}]", role="user"))
+
+    def _tell(self, item: bytes) -> None:
+        """A conversation item the model should answer: sent now, or after the response in
+        progress (so it does not land inside it), then one ``response.create``."""
         if self._response is None:
-            self.to_upstream.extend(events)
+            self.to_upstream.append(item)
         else:
-            self._after_response.extend(events)
+            self._after_response.append(item)
+        self._want_response = True
+        self._ask()
+
+    def _ask(self) -> None:
+        """Sends the ``response.create`` wanted, once nothing stands in its way: no response
+        in progress (a second would be refused) and no tool call still unanswered (the model
+        would answer without its result)."""
+        if (self._want_response and self.state is State.ACTIVE and self._response is None
+                and not len(self._tools)):
+            self._want_response = False
+            self.to_upstream.append(self._encoder.response_create())
 
     def end_now(self, reason: EndReason) -> None:
         """Ends the call at once with a clean hangup (a key the agent maps to hanging up)."""
@@ -592,11 +602,12 @@ class Call:
             self._goodbye_done = True
             if self.playout is None:
                 self._end(self._goodbye_reason)
-        if self._tools.response_done(event.response_id) and self.state is State.ACTIVE:
-            self.to_upstream.append(self._encoder.response_create())
-        elif self._after_response and self.state is State.ACTIVE:
+        if self._tools.response_done(event.response_id):
+            self._want_response = True
+        if self.state is State.ACTIVE:
             self.to_upstream.extend(self._after_response)
         self._after_response.clear()
+        self._ask()
 
     def _hang_up_after_goodbye(self, response_id: str | None) -> None:
         """The hangup tool ran. The goodbye is the response that called it: once it is done
@@ -604,7 +615,8 @@ class Call:
         if self.state is not State.ACTIVE:
             return
         response = self._response
-        if response is not None and response.response_id == response_id:
+        if response is not None and not response.cancelled:
+            # The response in progress (its own, or one that followed) is the goodbye.
             response.hangup_after = True
             return
         said = self._last_done is not None and self._last_done == (response_id, True)

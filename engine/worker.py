@@ -299,7 +299,11 @@ class CallConnection(asyncio.Protocol):
                     ping_interval=limits.ping_interval, ping_timeout=limits.ping_timeout,
                 )
             finally:
-                filled = await details
+                try:
+                    filled = await details
+                except Exception:
+                    log.exception("caller_details_failed")
+                    filled = None
             if filled is not None:
                 self.call.settings = filled
         except UpstreamError as exc:

@@ -468,3 +468,49 @@ def test_the_goodbye_deadline_hangs_up_regardless() -> None:
     call.wrapup_expired()
     (end,) = [a for a in call.actions() if isinstance(a, EndCall)]
     assert end.reason is EndReason.AGENT_HANGUP
+
+
+def test_a_late_result_queued_during_a_tool_response_is_sent_with_one_response_create() -> None:
+    call = active_call()
+    sent(call)
+    start_response(call)
+    function_call(call)
+    call.tool_late_result("older_tool", '{"done": true}')
+    call.tool_result("call_1", "{}")
+    assert [e["type"] for e in sent(call)] == ["conversation.item.create"]
+    response_done(call)
+    message, create = sent(call)
+    assert message["item"]["role"] == "system" and create["type"] == "response.create"
+
+
+def test_no_response_is_asked_for_while_a_tool_call_is_unanswered() -> None:
+    call = active_call()
+    sent(call)
+    start_response(call)
+    function_call(call)
+    response_done(call)
+    call.forward_dtmf("12")
+    assert [e["type"] for e in sent(call)] == ["conversation.item.create"]
+    call.tool_result("call_1", "{}")
+    assert [e["type"] for e in sent(call)] == ["conversation.item.create", "response.create"]
+
+
+def test_a_hangup_result_during_a_later_response_makes_that_response_the_goodbye() -> None:
+    call = active_call()
+    sent(call)
+    start_response(call)
+    call.upstream_message(delta(tone(24000, 100)))
+    function_call(call, "call_a", "lookup")
+    function_call(call, "call_b", "end_call")
+    response_done(call)
+    call.tool_result("call_a", "{}")
+    sent(call)
+    start_response(call, "resp_2")
+    call.tool_result("call_b", "{}", hangup=True)
+    assert not [a for a in call.actions() if isinstance(a, EndCall)]
+    assert not [e for e in sent(call) if e["type"] == "response.create"]
+    call.upstream_message(delta(tone(24000, 200), "resp_2", "item_2"))
+    response_done(call, "resp_2")
+    frames, end = _play_out(call)
+    assert end is not None and end.reason is EndReason.AGENT_HANGUP
+    assert sum(f != audiosocket.silence(0x10) for f in frames) >= 10

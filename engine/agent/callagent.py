@@ -24,13 +24,13 @@ from engine.agent.agentfile import Agent, AgentFile
 from engine.agent.runner import CALLER_UUID_VARIABLE, ToolHost, ToolRunner
 from engine.agent.toolspec import HangupAction
 from engine.call import CallSettings, EndReason, RunTool
-from engine.errors import EngineError
 
 __all__ = ["DTMF_QUIET_S", "CallAgent"]
 
 log = logging.getLogger("engine.agent")
 
 DTMF_QUIET_S = 1.5
+MAX_DIGITS = 32
 _AGENT_SESSION = ("instructions", "voice", "audio_format", "vad_type", "vad_threshold",
                   "vad_silence_ms", "vad_prefix_padding_ms", "vad_eagerness",
                   "transcription_model", "max_output_tokens", "tools")
@@ -78,7 +78,7 @@ class CallAgent:
         try:
             channel = await asyncio.wait_for(
                 manager.find_channel(CALLER_UUID_VARIABLE, str(uuid)), FIELDS_TIMEOUT_S)
-        except (EngineError, TimeoutError) as exc:
+        except Exception as exc:  # caller details are optional: never the call's failure
             logs.event(log, "caller_details_unavailable", logging.WARNING, call=str(uuid),
                        error=str(exc) or type(exc).__name__)
             return None
@@ -124,7 +124,7 @@ class CallAgent:
         self._digits.append(digit)
         if self._flush is not None:
             self._flush.cancel()
-        if digit == "#":
+        if digit == "#" or len(self._digits) >= MAX_DIGITS:
             self.flush(host)
         else:
             self._flush = asyncio.get_running_loop().call_later(DTMF_QUIET_S, self.flush, host)

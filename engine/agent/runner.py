@@ -116,7 +116,7 @@ class ToolRunner:
             try:
                 outcome = await asyncio.wait_for(
                     self._act(host, spec, arguments, wait=False), spec.timeout_s)
-            except (EngineError, TimeoutError) as exc:
+            except Exception as exc:
                 logs.event(log, "dtmf_action_failed", logging.ERROR, call=str(host.call.uuid),
                            tool=spec.name, error=str(exc) or type(exc).__name__)
                 return
@@ -163,7 +163,11 @@ class ToolRunner:
                        outcome="invalid_arguments", reason=exc.reason)
             return
         work = asyncio.ensure_future(self._act(host, spec, arguments))
-        done, _ = await asyncio.wait({work}, timeout=spec.timeout_s)
+        try:
+            done, _ = await asyncio.wait({work}, timeout=spec.timeout_s)
+        except asyncio.CancelledError:
+            self._abandon(work)
+            raise
         if work in done:
             outcome = self._outcome(work, spec)
             self._answer(host, request, outcome)
@@ -202,6 +206,14 @@ class ToolRunner:
                 await outcome.then
             else:
                 outcome.then.close()
+
+    @staticmethod
+    def _abandon(work: asyncio.Future[_Outcome]) -> None:
+        """The call ended mid-tool: its work stops, and a transfer it prepared is dropped."""
+        if not work.done():
+            work.cancel()
+        elif not work.cancelled() and work.exception() is None and work.result().then:
+            work.result().then.close()
 
     @staticmethod
     def _outcome(work: asyncio.Future[_Outcome], spec: ToolSpec) -> _Outcome:
