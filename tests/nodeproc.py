@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from engine.bench.run import log_lines
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_NAMES = ("OPENAI_API_KEY", "LISTEN_PORT", "HEALTH_PORT", "AGENT_PORT", "WORKERS",
                 "DRAIN_SECONDS", "LOG_FORMAT", "MAX_CONCURRENT_CALLS", "ALLOW_SOURCES",
@@ -49,14 +51,7 @@ class NodeProcess:
         self.agent_port = 0
 
     def lines(self) -> list[dict[str, Any]]:
-        out = []
-        for raw in self.log_path.read_bytes().splitlines():
-            try:
-                doc = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                doc = {"text": raw.decode(errors="replace")}
-            out.append(doc if isinstance(doc, dict) else {"text": str(doc)})
-        return out
+        return log_lines(self.log_path)
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [line for line in self.lines() if line.get("event") == name]

@@ -240,7 +240,7 @@ class ToolRunner:
             return _Outcome({"ok": True, "message": "The call ends once your goodbye has "
                                                     "been played to the caller."}, hangup=True)
         if isinstance(action, TransferAction):
-            return await self._transfer(host, action, arguments, wait)
+            return await self._transfer(host, spec.name, action, arguments, wait)
         if isinstance(action, HttpAction):
             return await self._request(action, arguments)
         if isinstance(action, PythonAction):
@@ -248,7 +248,7 @@ class ToolRunner:
             return _Outcome(result if isinstance(result, dict) else {"result": result})
         raise AssertionError(f"no runner for {type(action).__name__}")
 
-    async def _transfer(self, host: ToolHost, action: TransferAction,
+    async def _transfer(self, host: ToolHost, name: str, action: TransferAction,
                         arguments: dict[str, Any], wait: bool) -> _Outcome:
         key = str(arguments.get(action.argument, ""))
         destination = action.destinations.get(key)
@@ -265,13 +265,13 @@ class ToolRunner:
         if channel is None:
             return _Outcome(_error("caller_channel_not_found", "the caller's channel was not "
                                    f"found (is {CALLER_UUID_VARIABLE} set by the dialplan?)"))
-        redirect = self._redirect(host, channel.channel, destination,
+        redirect = self._redirect(host, name, channel.channel, destination,
                                   self.transfer_wait_s if wait else 0.0)
         return _Outcome({"ok": True, "transferring_to": key,
                          "message": "Say one short sentence; the caller is then transferred."},
                         then=redirect)
 
-    async def _redirect(self, host: ToolHost, channel: str, destination: Any,
+    async def _redirect(self, host: ToolHost, name: str, channel: str, destination: Any,
                         wait_s: float) -> None:
         """Redirects once the model's words have played, up to ``wait_s``: the words of the
         response the tool's answer asks for (it starts after this is called), or, if none
@@ -293,7 +293,7 @@ class ToolRunner:
         except EngineError as exc:
             logs.event(log, "transfer_failed", logging.ERROR, call=str(host.call.uuid),
                        channel=channel, error=str(exc))
-            host.call.tool_late_result("transfer", _json(_error("transfer_failed", str(exc))))
+            host.call.tool_late_result(name, _json(_error("transfer_failed", str(exc))))
             host.act()
             return
         logs.event(log, "transferred", call=str(host.call.uuid), channel=channel,

@@ -40,7 +40,7 @@ from engine.errors import BenchError
 from engine.sim import SimConfig, Simulator
 from engine.sim.config import ValidationMode
 
-__all__ = ["BenchOptions", "run"]
+__all__ = ["BenchOptions", "log_lines", "run"]
 
 UP_SAMPLES = {"pcm16": 480, "pcmu": 160}  # upstream samples per 20 ms caller frame
 UP_RATE = {"pcm16": 24000, "pcmu": 8000}
@@ -159,15 +159,8 @@ class EngineProcess:
                          + self.tail())
 
     def lines(self) -> list[dict[str, Any]]:
-        """The engine's log so far, parsed (lines that are not JSON are kept as text)."""
-        out = []
-        for raw in self.log_path.read_bytes().splitlines():
-            try:
-                doc = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                doc = {"text": raw.decode(errors="replace")}
-            out.append(doc if isinstance(doc, dict) else {"text": str(doc)})
-        return out
+        """The engine's log so far, parsed."""
+        return log_lines(self.log_path)
 
     def tail(self, n: int = 5) -> str:
         text = self.log_path.read_bytes().decode(errors="replace").strip().splitlines()
@@ -185,6 +178,18 @@ class EngineProcess:
         status = self.proc.wait()
         self._log.close()
         return status
+
+
+def log_lines(path: Path) -> list[dict[str, Any]]:
+    """A JSON log file, one dict a line (lines that are not JSON are kept as text)."""
+    out = []
+    for raw in path.read_bytes().splitlines():
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = {"text": raw.decode(errors="replace")}
+        out.append(doc if isinstance(doc, dict) else {"text": str(doc)})
+    return out
 
 
 def _free_port() -> int:
