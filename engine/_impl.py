@@ -16,9 +16,11 @@ from types import ModuleType
 
 from engine.errors import ConfigError, NativeExtensionMissing
 
-__all__ = ["IMPL", "MODULES", "audiosocket", "g711", "load", "playout", "resample", "wsframe"]
+__all__ = [
+    "IMPL", "MODULES", "audiosocket", "g711", "load", "playout", "resample", "uplink", "wsframe",
+]
 
-MODULES = ("audiosocket", "g711", "playout", "resample", "wsframe")
+MODULES = ("audiosocket", "g711", "playout", "resample", "uplink", "wsframe")
 _PACKAGES = {"native": "engine._native", "python": "engine._pure"}
 
 
@@ -47,4 +49,5 @@ audiosocket = load(IMPL, "audiosocket")
 g711 = load(IMPL, "g711")
 playout = load(IMPL, "playout")
 resample = load(IMPL, "resample")
+uplink = load(IMPL, "uplink")
 wsframe = load(IMPL, "wsframe")

@@ -28,7 +28,7 @@ from typing import Any
 from uuid import UUID
 
 from engine import logs, realtime
-from engine._impl import audiosocket, g711, playout, resample
+from engine._impl import audiosocket, g711, playout, resample, uplink, wsframe
 from engine.config import Config, dialect_of
 from engine.errors import EngineError, KindChanged, UnsupportedRate, UpstreamError
 from engine.toolcalls import ToolCalls
@@ -194,19 +194,28 @@ class CallSettings:
         )
 
 
-def _converter(in_rate: int, out_rate: int) -> Callable[[bytes], bytes] | None:
-    """A stateful int16 rate converter, or None when the rates are equal.
-
-    A pair without its own filter goes through 24 kHz, which pairs with every rate.
-    """
+def _stages(in_rate: int, out_rate: int) -> tuple[Any, ...]:
+    """The stateful int16 resamplers that take ``in_rate`` to ``out_rate``, run in turn: none
+    when the rates are equal; a pair without its own filter goes through 24 kHz, which pairs
+    with every rate."""
     if in_rate == out_rate:
-        return None
+        return ()
     try:
-        return resample.Resampler(in_rate, out_rate).process  # type: ignore[no-any-return]
+        return (resample.Resampler(in_rate, out_rate),)
     except UnsupportedRate:
-        first = resample.Resampler(in_rate, UPSTREAM_RATE).process
-        second = resample.Resampler(UPSTREAM_RATE, out_rate).process
-        return lambda pcm: second(first(pcm))
+        return (resample.Resampler(in_rate, UPSTREAM_RATE),
+                resample.Resampler(UPSTREAM_RATE, out_rate))
+
+
+def _converter(in_rate: int, out_rate: int) -> Callable[[bytes], bytes] | None:
+    """A stateful int16 rate converter, or None when the rates are equal."""
+    stages = _stages(in_rate, out_rate)
+    if not stages:
+        return None
+    if len(stages) == 1:
+        return stages[0].process  # type: ignore[no-any-return]
+    first, second = stages[0].process, stages[1].process
+    return lambda pcm: second(first(pcm))  # type: ignore[no-any-return]
 
 
 @dataclass(slots=True)
@@ -260,10 +269,18 @@ class Call:
         peer: the caller's address, for log lines.
         choose: picks the call's own settings (its agent, A/B variant) once its UUID is
             known, before any of its audio is handled.
+        framer: masks the upstream frames the call builds (a ``wsframe.FrameBuilder``; one
+            per process serves every call).
+
+    Caller audio reaches the upstream as finished WebSocket frames in
+    :attr:`upstream_frames` (built natively, see ``engine._native.uplink``); every other
+    client event is JSON in :attr:`to_upstream`, to be framed by the connection. The adapter
+    writes ``to_upstream`` first.
     """
 
     def __init__(self, settings: CallSettings, peer: str = "",
-                 choose: Callable[[UUID], CallSettings] | None = None) -> None:
+                 choose: Callable[[UUID], CallSettings] | None = None,
+                 framer: Any = None) -> None:
         self.settings = settings
         self._choose = choose
         self.peer = peer
@@ -272,20 +289,18 @@ class Call:
         self.kind: int | None = None
         self.rate: int | None = None
         self.playout: Any = None
-        self.stats = CallStats()
+        self._stats = CallStats()
         self.end_reason: EndReason | None = None
         self.responses_created = 0
         self.to_upstream: list[bytes] = []
+        self.upstream_frames: list[bytes] = []
+        self._framer = framer
+        self._uplink: Any = None
         self._actions: list[Action] = []
         self._parser = audiosocket.Parser(settings.max_payload)
         self._encoder = realtime.Encoder(settings.dialect)
         self._decoder = realtime.Decoder(settings.dialect)
-        self._to_upstream_format: Callable[[bytes], bytes] | None = None
         self._from_upstream_format: Callable[[bytes], bytes] | None = None
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
-        self._append_bytes = 0
-        self._prebuffer_bytes = 0
         self._response: _Response | None = None
         self._goodbye_done = False
         self._goodbye_reason = EndReason.MAX_DURATION
@@ -296,12 +311,26 @@ class Call:
 
     # -- inputs from the adapter -------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
-        """Bytes from the caller's socket."""
+    @property
+    def stats(self) -> CallStats:
+        """What the call did so far."""
+        stats, up = self._stats, self._uplink
+        if up is not None:
+            stats.caller_frames, stats.appends = up.frames, up.appends
+        return stats
+
+    def receive_data(self, data: bytes) -> bool:
+        """Bytes from the caller's socket; True when the adapter has something to do.
+
+        The call's audio goes from the parser to its uplink in native code; only other
+        messages (and the first audio) come back here as events.
+        """
         if self.state is State.ENDED:
-            return
-        self._parser.receive_data(data)
-        self._caller_events()
+            return False
+        if self._parser.receive_data(data):
+            self._caller_events()
+            return self.wants_attention
+        return False
 
     def receive_eof(self) -> None:
         """The caller closed its side (Asterisk's way of hanging up)."""
@@ -320,8 +349,9 @@ class Call:
             return
         self._move(State.ACTIVE)
         self.to_upstream.append(self._encoder.session_update(self.settings.session))
-        if self._pending_bytes >= self._append_bytes > 0:
-            self._flush_append()
+        if self._uplink is not None:
+            self._uplink.sending = True
+            self._uplink.flush()
 
     def upstream_message(self, data: bytes | str) -> None:
         """One message from the Realtime upstream."""
@@ -330,7 +360,7 @@ class Call:
         try:
             event = self._decoder.decode(data)
         except UpstreamError as exc:
-            self.stats.server_errors += 1
+            self._stats.server_errors += 1
             logs.event(log, "upstream_bad_event", logging.WARNING, call=self._id(), error=str(exc))
             return
         handler = _UPSTREAM_HANDLERS.get(type(event))
@@ -439,7 +469,7 @@ class Call:
     @property
     def wants_attention(self) -> bool:
         """True when :attr:`to_upstream` or the actions hold something for the adapter."""
-        return bool(self.to_upstream or self._actions)
+        return bool(self.to_upstream or self._actions or self.upstream_frames)
 
     # -- caller side -------------------------------------------------------------------------
 
@@ -474,16 +504,7 @@ class Call:
                           hangup=False)
                 return
             self._start_media(kind)
-        self.stats.caller_frames += 1
-        convert = self._to_upstream_format
-        pcm = payload if convert is None else convert(payload)
-        self._pending.append(pcm)
-        self._pending_bytes += len(pcm)
-        if self._pending_bytes >= self._append_bytes:
-            if self.state is State.ACTIVE or self.state is State.WRAPPING_UP:
-                self._flush_append()
-            elif self._pending_bytes > self._prebuffer_bytes:
-                self._pending_bytes -= len(self._pending.pop(0))
+        self._uplink.push(payload)
 
     def _start_media(self, kind: int) -> None:
         settings = self.settings
@@ -493,35 +514,29 @@ class Call:
             rate, start_frames=settings.start_frames, capacity_ms=settings.capacity_ms,
             fade_ms=settings.fade_ms, kind=kind,
         )
-        if settings.upstream_format == "pcmu":
-            up = _converter(rate, PCMU_RATE)
+        pcmu = settings.upstream_format == "pcmu"
+        if pcmu:
             down = _converter(PCMU_RATE, rate)
-            encode, decode = g711.ulaw_encode, g711.ulaw_decode
-            self._to_upstream_format = (
-                encode if up is None else (lambda pcm: encode(up(pcm)))  # type: ignore[misc]
-            )
+            decode = g711.ulaw_decode
             self._from_upstream_format = (
                 decode if down is None else (lambda data: down(decode(data)))  # type: ignore[misc]
             )
-            bytes_per_ms = PCMU_RATE // 1000
+            up_rate, bytes_per_ms = PCMU_RATE, PCMU_RATE // 1000
         else:
-            self._to_upstream_format = _converter(rate, UPSTREAM_RATE)
             self._from_upstream_format = _converter(UPSTREAM_RATE, rate)
-            bytes_per_ms = UPSTREAM_RATE // 1000 * 2
-        self._append_bytes = settings.append_ms * bytes_per_ms
-        self._prebuffer_bytes = settings.prebuffer_ms * bytes_per_ms
+            up_rate, bytes_per_ms = UPSTREAM_RATE, UPSTREAM_RATE // 1000 * 2
+        if self._framer is None:
+            self._framer = wsframe.FrameBuilder()
+        self._uplink = uplink.Uplink(
+            kind, _stages(rate, up_rate), pcmu, settings.append_ms * bytes_per_ms,
+            settings.prebuffer_ms * bytes_per_ms, self._framer, self.upstream_frames,
+        )
+        self._parser.attach(self._uplink)
         self._actions.append(StartPacing())
 
-    def _flush_append(self) -> None:
-        pcm = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-        self._pending.clear()
-        self._pending_bytes = 0
-        self.to_upstream.append(self._encoder.append(pcm))
-        self.stats.appends += 1
-
     def _dtmf(self, digit: str) -> None:
-        if len(self.stats.dtmf) < MAX_DTMF:
-            self.stats.dtmf.append(digit)
+        if len(self._stats.dtmf) < MAX_DTMF:
+            self._stats.dtmf.append(digit)
         logs.event(log, "dtmf", call=self._id(), digit=digit)
         if self.state is State.ACTIVE:
             self._actions.append(DtmfPressed(digit))
@@ -572,14 +587,14 @@ class Call:
             or response.cancelled
             or response.response_id != event.response_id
         ):
-            self.stats.dropped_deltas += 1
+            self._stats.dropped_deltas += 1
             return
-        self.stats.deltas += 1
+        self._stats.deltas += 1
         convert = self._from_upstream_format
         self.playout.push(event.audio if convert is None else convert(event.audio), event.item_id)
         if not response.audio_started:
             response.audio_started = True
-            self.stats.rephases += 1
+            self._stats.rephases += 1
             self._actions.append(Rephase())
 
     def _on_audio_done(self, event: realtime.AudioDone) -> None:
@@ -588,7 +603,7 @@ class Call:
             self.playout.mark_complete()
 
     def _on_response_done(self, event: realtime.ResponseDone) -> None:
-        self.stats.usage.add(event.usage)
+        self._stats.usage.add(event.usage)
         response = self._response
         if response is None or response.response_id != event.response_id:
             return
@@ -640,16 +655,16 @@ class Call:
         cleared = self.playout.clear() if self.playout is not None else None
         if response is None and cleared is None:
             return
-        self.stats.bargeins += 1
+        self._stats.bargeins += 1
         if response is not None and not response.cancelled:
             if not self.settings.session.interrupt_response:
                 self.to_upstream.append(self._encoder.cancel(response.response_id))
-                self.stats.cancels += 1
+                self._stats.cancels += 1
             self._cancel_current()
         if cleared is not None and cleared[0] is not None:
             item_id, played_ms = cleared
             self.to_upstream.append(self._encoder.truncate(item_id, played_ms))
-            self.stats.truncates += 1
+            self._stats.truncates += 1
             # The faded tail goes out now, not at this call's next tick up to 20 ms away: the
             # caller hears the model stop as soon as it heard the caller.
             self._actions.append(Rephase())
@@ -661,7 +676,7 @@ class Call:
 
     def _on_transcript(self, event: realtime.Transcript) -> None:
         if self.settings.log_transcripts:
-            self.stats.transcript.append((event.role, event.text))
+            self._stats.transcript.append((event.role, event.text))
             logs.event(log, "transcript", call=self._id(), role=event.role, text=event.text)
 
     def _on_function_call(self, event: realtime.FunctionCallDone) -> None:
@@ -674,12 +689,12 @@ class Call:
             self.to_upstream.append(self._encoder.function_output(
                 event.call_id, '{"error": "the call is ending; no tool can run now"}'))
             return
-        self.stats.tool_calls += 1
+        self._stats.tool_calls += 1
         self._tools.started(event.response_id, event.call_id)
         self._actions.append(RunTool(event.call_id, event.name, event.arguments))
 
     def _on_server_error(self, event: realtime.ServerError) -> None:
-        self.stats.server_errors += 1
+        self._stats.server_errors += 1
         logs.event(log, "upstream_error_event", logging.WARNING, call=self._id(),
                    type=event.type, code=event.code, message=event.message,
                    event_id=event.event_id)
@@ -698,7 +713,10 @@ class Call:
         self._move(State.ENDED)
         self.end_reason = reason
         self.to_upstream.clear()
-        self._pending.clear()
+        self._parser.finish()
+        if self._uplink is not None:
+            self._uplink.sending = False
+            self._uplink.clear()
         self._actions.append(EndCall(reason, audiosocket.HANGUP if hangup else b"", error))
 
     def _id(self) -> str:

@@ -150,7 +150,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
-        self._frames = _frame_builder()
+        self._frames = frame_builder()
         self._ping_data = b""
 
     # -- public ------------------------------------------------------------------------------
@@ -175,6 +175,21 @@ class UpstreamConnection(asyncio.Protocol):
             # no state about data frames we send, and its own output (pongs, close) is
             # flushed as soon as it arises, so the byte order on the wire is unchanged.
             transport.write(self._frames.frame(data))
+            waiting = transport.get_write_buffer_size()
+            if waiting > self.max_send_buffer:
+                self._fail(UpstreamStalled("send buffer", waiting))
+
+    def send_frames(self, frames: list[bytes]) -> None:
+        """Writes finished, masked text frames (the call's appends, built natively); ignored
+        once closing. The send buffer is bounded as for :meth:`send`."""
+        if self._protocol.state is not State.OPEN or self._closing:
+            return
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if len(frames) == 1:
+                transport.write(frames[0])
+            else:
+                transport.writelines(frames)
             waiting = transport.get_write_buffer_size()
             if waiting > self.max_send_buffer:
                 self._fail(UpstreamStalled("send buffer", waiting))
@@ -382,13 +397,13 @@ def write_output(protocol: WsProtocol, transport: asyncio.Transport | None) -> N
 
 
 @functools.cache
-def _frame_builder() -> Any:  # wsframe.FrameBuilder of the chosen implementation
+def frame_builder() -> Any:  # wsframe.FrameBuilder of the chosen implementation
     """One per process: its random pool serves every call (one refill per 1,024 frames)."""
     return wsframe.FrameBuilder()
 
 
 # A forked worker must not replay its parent's pool of mask bytes.
-os.register_at_fork(after_in_child=_frame_builder.cache_clear)
+os.register_at_fork(after_in_child=frame_builder.cache_clear)
 
 
 @functools.cache

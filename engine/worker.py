@@ -124,7 +124,8 @@ class CallConnection(asyncio.Protocol):
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.agent = CallAgent(worker.agents, worker.settings)
-        self.call: Call = Call(worker.settings, choose=self.agent.choose)
+        self.call: Call = Call(worker.settings, choose=self.agent.choose,
+                               framer=upstream.frame_builder())
         self.transport: asyncio.Transport | None = None
         self.upstream: upstream.UpstreamConnection | None = None
         self._connect_task: asyncio.Task[None] | None = None
@@ -175,9 +176,7 @@ class CallConnection(asyncio.Protocol):
                 self.call.reject(EndReason.PROTOCOL_VIOLATION, UntrustedProxyHeader(self.call.peer))
                 self._act()
                 return
-        call = self.call
-        call.receive_data(data)
-        if call.wants_attention:
+        if self.call.receive_data(data):
             self._act()
 
     def _proxy_data(self, data: bytes) -> bytes:
@@ -329,6 +328,12 @@ class CallConnection(asyncio.Protocol):
                 for message in call.to_upstream:
                     conn.send(message)
             call.to_upstream.clear()
+        frames = call.upstream_frames
+        if frames:
+            conn = self.upstream
+            if conn is not None:
+                conn.send_frames(frames)
+            frames.clear()
         for action in call.actions():
             if type(action) is Rephase:
                 self.worker.clock.rephase(self)

@@ -80,6 +80,14 @@ cdef class PeerClosed(_Event):
     pass
 
 
+cdef class AudioSink:
+    """Takes a call's audio messages of one kind straight from the parser, as C calls."""
+    cdef readonly int kind
+
+    # One audio message's payload; returns True when it left something for the adapter.
+    cdef bint audio(self, const unsigned char *data, Py_ssize_t length) except -1
+
+
 @cython.final
 cdef class Parser:
     cdef readonly int max_payload
@@ -87,6 +95,8 @@ cdef class Parser:
     cdef readonly object uuid
     cdef readonly bint finished
     cdef list _events
+    cdef AudioSink _sink
+    cdef bint _ready
     # Audio may arrive: the UUID has (server mode) or never will (client mode).
     cdef bint _open
     # A message split across reads: its first _have bytes (header first) wait in _pending,

@@ -14,7 +14,7 @@ from cpython.buffer cimport (
     PyBuffer_Release,
     PyObject_GetBuffer,
 )
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
 
@@ -38,6 +38,7 @@ from engine.errors import (
 
 __all__ = [
     "AUDIO_RATES",
+    "AudioSink",
     "DEFAULT_MAX_PAYLOAD",
     "DTMF_DIGITS",
     "HANGUP",
@@ -221,6 +222,25 @@ Event = (
 )
 
 
+cdef class AudioSink:
+    """Where a parser delivers audio of ``kind`` instead of making an AudioReceived of it.
+
+    A subclass overrides the C method ``audio``; ``push(payload)`` is the same step from
+    Python, for audio that reached Python as an event (a call's first message).
+    """
+
+    def __init__(self, int kind):
+        self.kind = kind
+
+    cdef bint audio(self, const unsigned char *data, Py_ssize_t length) except -1:
+        raise NotImplementedError("AudioSink.audio must be overridden")
+
+    def push(self, payload):
+        """One audio message's payload; True when it left something for the adapter."""
+        cdef const unsigned char[::1] view = payload
+        return self.audio(&view[0] if view.shape[0] else NULL, view.shape[0])
+
+
 cdef class Parser:
     """Turns the bytes Asterisk sends into events (or, with ``client=True``, the engine's).
 
@@ -253,6 +273,8 @@ cdef class Parser:
         self.finished = False
         self._events = []
         self._have = 0
+        self._sink = None
+        self._ready = False
 
     def __dealloc__(self):
         free(self._pending)
@@ -263,20 +285,38 @@ cdef class Parser:
         self._events = []
         return events
 
+    def attach(self, AudioSink sink):
+        """From now on, audio of ``sink.kind`` goes to ``sink`` instead of becoming events;
+        None stops it. Audio of any other kind is still an event."""
+        self._sink = sink
+
+    def finish(self):
+        """Ignores everything the peer sends from now on (its call is over)."""
+        self.finished = True
+        self._have = 0
+
     def receive_data(self, data):
         """Parses more bytes from the peer (bytes, bytearray or any C-contiguous buffer).
+
+        Returns True when events wait in ``events_received()`` or the attached sink said it
+        left something for the adapter: the adapter has work only then.
 
         Raises:
             BufferError: ``data`` is not C-contiguous (a caller's bug, not the peer's).
         """
         cdef Py_buffer view
         if self.finished:
-            return
-        _acquire(data, &view)
-        try:
-            self._feed(<const unsigned char *>view.buf, view.len)
-        finally:
-            PyBuffer_Release(&view)
+            return False
+        self._ready = False
+        if type(data) is bytes:
+            self._feed(<const unsigned char *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+        else:
+            _acquire(data, &view)
+            try:
+                self._feed(<const unsigned char *>view.buf, view.len)
+            finally:
+                PyBuffer_Release(&view)
+        return self._ready or len(self._events) > 0
 
     def receive_eof(self):
         """The peer closed its side: PeerClosed, or TruncatedMessage inside a message.
@@ -406,6 +446,10 @@ cdef class Parser:
         cdef AudioReceived audio
         cdef bytes payload
         if is_audio_kind(kind):
+            if self._sink is not None and kind == self._sink.kind:
+                if self._sink.audio(data, length):
+                    self._ready = True
+                return 0
             audio = AudioReceived.__new__(AudioReceived)
             audio.kind = kind
             audio.rate = _RATES[kind - KIND_AUDIO_8K]

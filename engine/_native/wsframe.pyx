@@ -24,16 +24,12 @@ POOL_BYTES = 4096
 cdef class FrameBuilder:
     """Builds masked client frames; ``random(n)`` supplies the masks (default ``os.urandom``)."""
 
-    cdef object _random
-    cdef bytes _pool
-    cdef Py_ssize_t _used
-
     def __init__(self, random=None):
         self._random = os.urandom if random is None else random
         self._pool = b""
         self._used = 0
 
-    cdef const uint8_t* _mask(self) except NULL:
+    cdef const uint8_t* mask(self) except NULL:
         if self._used + 4 > PyBytes_GET_SIZE(self._pool):
             pool = self._random(POOL_BYTES)
             if not isinstance(pool, bytes) or len(pool) != POOL_BYTES:
@@ -49,7 +45,7 @@ cdef class FrameBuilder:
         cdef const uint8_t[::1] view = data
         cdef Py_ssize_t n = view.shape[0]
         cdef Py_ssize_t head = 2 + (0 if n < 126 else (2 if n < 65536 else 8))
-        cdef const uint8_t* mask = self._mask()
+        cdef const uint8_t* mask = self.mask()
         out = PyBytes_FromStringAndSize(NULL, head + 4 + n)
         cdef uint8_t* p = <uint8_t*>PyBytes_AS_STRING(out)
         cdef Py_ssize_t i

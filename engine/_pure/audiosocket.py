@@ -44,6 +44,7 @@ from engine.errors import (
 
 __all__ = [
     "AUDIO_RATES",
+    "AudioSink",
     "DEFAULT_MAX_PAYLOAD",
     "DTMF_DIGITS",
     "HANGUP",
@@ -198,6 +199,17 @@ Event = (
 )
 
 
+class AudioSink:
+    """Where a parser delivers audio of ``kind`` instead of making an AudioReceived of it."""
+
+    def __init__(self, kind: int) -> None:
+        self.kind = kind
+
+    def push(self, payload: bytes) -> bool:
+        """One audio message's payload; True when it left something for the adapter."""
+        raise NotImplementedError("AudioSink.push must be overridden")
+
+
 class Parser:
     """Turns the bytes Asterisk sends into events (or, with ``client=True``, the engine's).
 
@@ -223,6 +235,8 @@ class Parser:
         self._finished = False
         self._pending = bytearray()
         self._events: list[Event] = []
+        self._sink: AudioSink | None = None
+        self._ready = False
 
     @property
     def max_payload(self) -> int:
@@ -249,14 +263,28 @@ class Parser:
         events, self._events = self._events, []
         return events
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+    def attach(self, sink: AudioSink | None) -> None:
+        """From now on, audio of ``sink.kind`` goes to ``sink`` instead of becoming events;
+        None stops it. Audio of any other kind is still an event."""
+        self._sink = sink
+
+    def finish(self) -> None:
+        """Ignores everything the peer sends from now on (its call is over)."""
+        self._finished = True
+        self._pending.clear()
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> bool:
         """Parses more bytes from the peer (bytes, bytearray or any C-contiguous buffer).
+
+        Returns True when events wait in ``events_received()`` or the attached sink said it
+        left something for the adapter: the adapter has work only then.
 
         Raises:
             BufferError: ``data`` is not C-contiguous (a caller's bug, not the peer's).
         """
         if self._finished:
-            return
+            return False
+        self._ready = False
         buf = self._pending
         with _contiguous(data) as view:
             buf += view
@@ -269,7 +297,7 @@ class Parser:
             error = self._header_error(kind, length)
             if error is not None:
                 self._fail(error)
-                return
+                return True
             end = pos + _HEADER_SIZE + length
             if len(buf) < end:
                 break
@@ -279,6 +307,7 @@ class Parser:
             buf.clear()
         else:
             del buf[:pos]
+        return self._ready or bool(self._events)
 
     def receive_eof(self) -> None:
         """The peer closed its side: PeerClosed, or TruncatedMessage inside a message.
@@ -334,6 +363,11 @@ class Parser:
 
     def _message(self, kind: int, payload: bytes) -> None:
         if kind in AUDIO_RATES:
+            sink = self._sink
+            if sink is not None and kind == sink.kind:
+                if sink.push(payload):
+                    self._ready = True
+                return
             self._events.append(AudioReceived(kind, AUDIO_RATES[kind], payload))
         elif kind == KIND_DTMF:
             if len(payload) == 1 and payload[0] in _DTMF_BYTES:
