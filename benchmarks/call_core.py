@@ -2,8 +2,8 @@
 
 Run: ``PYTHONPATH=. python3 benchmarks/call_core.py [--json]``. Each figure is the mean over
 many calls, Python call included, of one :class:`engine.call.Call` input fed real AudioSocket
-bytes or real Realtime JSON: a caller frame in (to_upstream drained, as the adapter would), a
-model audio delta in, a clock tick out. The twins run in a child process with
+bytes or real Realtime JSON: a caller frame in (its upstream frames drained, as the adapter
+would), a model audio delta in, a clock tick out. The twins run in a child process with
 ``VOICE_ENGINE_IMPL=python``, because ``engine.call`` binds its media modules at import.
 
 It leaves out the kernel, the websocket framing and the event loop: ``voice-engine bench``
@@ -86,6 +86,7 @@ def _cases() -> dict[str, Case]:
             raise RuntimeError(f"the benchmark call is {call.state.value}, not active")
         call.actions()
         call.to_upstream.clear()
+        call.upstream_frames.clear()
         return call
 
     def speaking(call: Call) -> Call:
@@ -98,11 +99,11 @@ def _cases() -> dict[str, Case]:
     def caller_frame(fmt: str, kind: int) -> Case:
         call = active_call(fmt, kind)
         message = _audio(kind, _tone({0x10: 8000, 0x12: 16000}[kind], 20))
-        receive, drain = call.receive_data, call.to_upstream.clear
+        receive, drain = call.receive_data, call.upstream_frames.clear
 
         def op() -> None:
-            receive(message)
-            drain()
+            if receive(message):
+                drain()
 
         return Case(op)
 

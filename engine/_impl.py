@@ -2,7 +2,7 @@
 
 The rest of the engine imports the media modules from here and nowhere else::
 
-    from engine._impl import audiosocket, g711, playout, resample
+    from engine._impl import audiosocket, clockpass, g711, playout, resample, uplink
 
 ``VOICE_ENGINE_IMPL=python`` selects the twins on purpose; anything else means native, and a
 missing extension is an error that says how to build it (there is no silent fallback).
@@ -17,10 +17,13 @@ from types import ModuleType
 from engine.errors import ConfigError, NativeExtensionMissing
 
 __all__ = [
-    "IMPL", "MODULES", "audiosocket", "g711", "load", "playout", "resample", "uplink", "wsframe",
+    "IMPL", "MODULES", "audiosocket", "clockpass", "g711", "load", "playout", "resample",
+    "timerfd", "uplink", "wsframe",
 ]
 
-MODULES = ("audiosocket", "g711", "playout", "resample", "uplink", "wsframe")
+MODULES = (
+    "audiosocket", "clockpass", "g711", "playout", "resample", "timerfd", "uplink", "wsframe",
+)
 _PACKAGES = {"native": "engine._native", "python": "engine._pure"}
 
 
@@ -46,8 +49,10 @@ def load(impl: str, name: str) -> ModuleType:
 IMPL = os.environ.get("VOICE_ENGINE_IMPL", "native").strip().lower() or "native"
 
 audiosocket = load(IMPL, "audiosocket")
+clockpass = load(IMPL, "clockpass")
 g711 = load(IMPL, "g711")
 playout = load(IMPL, "playout")
 resample = load(IMPL, "resample")
+timerfd = load(IMPL, "timerfd")
 uplink = load(IMPL, "uplink")
 wsframe = load(IMPL, "wsframe")

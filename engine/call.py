@@ -378,9 +378,18 @@ class Call:
         if self.playout is None:
             return None
         frame: bytes = self.playout.pop_message()
+        self.check_played_out()
+        return frame
+
+    @property
+    def goodbye_pending(self) -> bool:
+        """The call ends once the model's audio has played out: the clock should say when."""
+        return self._goodbye_done and self.state is not State.ENDED
+
+    def check_played_out(self) -> None:
+        """The clock popped a frame: a goodbye that has played out ends the call."""
         if self._goodbye_done and self._played_out():
             self._end(self._goodbye_reason)
-        return frame
 
     @property
     def speaking(self) -> bool:
@@ -531,6 +540,7 @@ class Call:
             kind, _stages(rate, up_rate), pcmu, settings.append_ms * bytes_per_ms,
             settings.prebuffer_ms * bytes_per_ms, self._framer, self.upstream_frames,
         )
+        self._uplink.sending = self.state is State.ACTIVE or self.state is State.WRAPPING_UP
         self._parser.attach(self._uplink)
         self._actions.append(StartPacing())
 

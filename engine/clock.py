@@ -1,9 +1,12 @@
-"""The worker's one 20 ms clock: a timer on the pacer's absolute deadlines.
+"""The worker's one 20 ms clock: a timerfd on the pacer's absolute deadlines.
 
-Every call with media is a member; at each sub-tick the members whose frame is due get
-``member.tick(frames)``, which pops their playout buffer and writes one AudioSocket message.
-The arithmetic is :class:`engine.pacer.Pacer`'s; this adapter only owns the timer. With no
-member the clock does not wake at all.
+Every call with media has an :class:`Outlet` on it. At each sub-tick one call into
+:class:`ClockPass` (native) pops the playout buffer of every call whose frame is due and
+writes its AudioSocket message; Python runs once per sub-tick, not once per call. The
+wake-ups come from a ``CLOCK_MONOTONIC`` timerfd registered with the loop as a reader, armed
+periodically on the pacer's grid, so they land within microseconds of the deadline instead
+of at the loop timers' millisecond granularity (``precise=False`` uses a loop timer). With no
+outlet the clock does not wake at all.
 """
 
 from __future__ import annotations
@@ -11,25 +14,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any
 
-from engine.pacer import Pacer
+from engine._impl import clockpass, timerfd
 
-__all__ = ["Clock", "Member"]
+__all__ = ["Clock", "Outlet"]
 
 log = logging.getLogger("engine.clock")
 
-
-class Member(Protocol):
-    def tick(self, frames: int) -> None: ...
+Outlet = clockpass.Outlet
 
 
 class Clock:
-    """Ticks its members on absolute deadlines; see :class:`engine.pacer.Pacer`.
+    """Ticks its outlets on absolute deadlines; see :class:`engine.pacer.Pacer`.
+
+    An outlet's owner hears ``clock_attention()`` when its outlet is watched and has played
+    out; an outlet whose write raised is taken off the clock and logged.
 
     Args:
         loop: the worker's loop.
-        on_stats: called with the pacer at most once per tick, for metrics.
+        on_stats: called with the pass at most once per tick, for metrics.
+        precise: wake on a timerfd (else on a loop timer).
     """
 
     def __init__(
@@ -39,57 +44,95 @@ class Clock:
         tick: float = 0.020,
         subticks: int = 5,
         max_catchup: int = 3,
-        on_stats: Callable[[Pacer], None] | None = None,
+        on_stats: Callable[[Any], None] | None = None,
+        precise: bool = True,
     ) -> None:
         self.loop = loop
-        self.pacer = Pacer(loop.time(), tick, subticks, max_catchup)
+        self.now = timerfd.monotonic
+        self.pacer = clockpass.ClockPass(self.now(), tick, subticks, max_catchup)
         self._on_stats = on_stats
+        self._timer = timerfd.TimerFd() if precise else None
         self._handle: asyncio.TimerHandle | None = None
+        self._armed = False
         self._running = False
         self._last_stats_tick = 0
 
+    @property
+    def precise(self) -> bool:
+        return self._timer is not None
+
+    @property
+    def armed(self) -> bool:
+        """The clock will wake (it has outlets and is running)."""
+        return self._armed
+
     def start(self) -> None:
         self._running = True
+        if self._timer is not None:
+            self.loop.add_reader(self._timer.fileno(), self._fire)
         self._arm()
 
     def stop(self) -> None:
         self._running = False
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        self._disarm()
+        if self._timer is not None:
+            self.loop.remove_reader(self._timer.fileno())
+            self._timer.close()
+            self._timer = None
 
-    def add(self, member: Member) -> None:
-        self.pacer.add(member, self.loop.time())
+    def add(self, outlet: Any) -> None:
+        self.pacer.add(outlet, self.now())
         self._arm()
 
-    def remove(self, member: Member) -> None:
-        self.pacer.remove(member)
+    def remove(self, outlet: Any) -> None:
+        self.pacer.remove(outlet)
 
-    def rephase(self, member: Member) -> None:
-        """A response's first audio: the member's frame goes out now or at the nearest phase."""
-        if self.pacer.rephase(member, self.loop.time()):
-            member.tick(1)
+    def rephase(self, outlet: Any) -> None:
+        """A response's first audio: the outlet's frame goes out now or at the nearest phase."""
+        self.pacer.rephase(outlet, self.now())
 
     def __len__(self) -> int:
         return len(self.pacer)
 
     def _arm(self) -> None:
-        if self._handle is None and self._running and len(self.pacer):
-            self._handle = self.loop.call_at(self.pacer.next_deadline(), self._fire)
+        if self._armed or not self._running or not len(self.pacer):
+            return
+        self._armed = True
+        deadline = self.pacer.next_deadline()
+        if self._timer is not None:
+            self._timer.arm(deadline, self.pacer.interval)
+        else:
+            self._handle = self.loop.call_later(max(0.0, deadline - self.now()), self._fire)
+
+    def _disarm(self) -> None:
+        self._armed = False
+        if self._timer is not None:
+            self._timer.disarm()
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
     def _fire(self) -> None:
-        self._handle = None
+        if self._timer is not None:
+            self._timer.read()
+        else:
+            self._handle = None
+            self._armed = False
         pacer = self.pacer
-        for members, frames in pacer.advance(self.loop.time()):
-            for member in members:
-                try:
-                    member.tick(frames)
-                except Exception:
-                    pacer.remove(member)
-                    log.exception(
-                        "clock_member_failed", extra={"_fields": {"member": repr(member)}}
-                    )
+        for outlet in pacer.run(self.now()):
+            if outlet.error is not None:
+                log.error("clock_member_failed", exc_info=outlet.error,
+                          extra={"_fields": {"member": repr(outlet.owner)}})
+                continue
+            try:
+                outlet.owner.clock_attention()
+            except Exception:
+                log.exception("clock_member_failed",
+                              extra={"_fields": {"member": repr(outlet.owner)}})
         if self._on_stats is not None and pacer.ticks != self._last_stats_tick:
             self._last_stats_tick = pacer.ticks
             self._on_stats(pacer)
-        self._arm()
+        if not len(pacer):
+            self._disarm()
+        else:
+            self._arm()

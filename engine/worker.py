@@ -32,7 +32,7 @@ from engine.call import (
     StartGoodbye,
     StartPacing,
 )
-from engine.clock import Clock
+from engine.clock import Clock, Outlet
 from engine.config import Config
 from engine.errors import (
     ProxyProtocolError,
@@ -43,7 +43,6 @@ from engine.errors import (
 from engine.metrics import METRICS
 from engine.node.admission import NODE_FULL, SOURCE_CAP, SOURCE_TABLE_FULL, SourcePolicy
 from engine.node.proxy import ProxyParser, looks_like_proxy
-from engine.pacer import Pacer
 
 __all__ = ["LINGER_S", "CallConnection", "Counts", "LocalCounts", "Worker", "WorkerLimits"]
 
@@ -131,7 +130,8 @@ class CallConnection(asyncio.Protocol):
         self._connect_task: asyncio.Task[None] | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._started = 0.0
-        self._paced = False
+        self._outlet: Any = None
+        self._fd = -1
         self._proxy: ProxyParser | None = None
         self._first = True
         self._host = ""
@@ -148,6 +148,8 @@ class CallConnection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock is not None and worker.direct_writes:
+            self._fd = sock.fileno()
         local = transport.get_extra_info("sockname")
         self.agent.port = int(local[1]) if local else 0
         peer = transport.get_extra_info("peername")
@@ -248,16 +250,10 @@ class CallConnection(asyncio.Protocol):
         self.call.caller_stalled()
         self._act()
 
-    def tick(self, frames: int) -> None:
-        """The clock: ``frames`` frames are due (more than one only when catching up)."""
-        call = self.call
-        transport = self.transport
-        for _ in range(frames):
-            frame = call.next_frame()
-            if frame is not None and transport is not None:
-                transport.write(frame)
-        if call.wants_attention:
-            self._act()
+    def clock_attention(self) -> None:
+        """The clock: this call's watched playout has played out (its goodbye is heard)."""
+        self.call.check_played_out()
+        self._act()
 
     @property
     def ended(self) -> bool:
@@ -336,10 +332,12 @@ class CallConnection(asyncio.Protocol):
             frames.clear()
         for action in call.actions():
             if type(action) is Rephase:
-                self.worker.clock.rephase(self)
+                if self._outlet is not None:
+                    self.worker.clock.rephase(self._outlet)
             elif type(action) is StartPacing:
-                self._paced = True
-                self.worker.clock.add(self)
+                if self.transport is not None and call.playout is not None:
+                    self._outlet = Outlet(self, call.playout, self.transport, self._fd)
+                    self.worker.clock.add(self._outlet)
                 seconds = self.agent.max_call_seconds or self.worker.limits.max_call_seconds
                 self._later(seconds, self._max_duration)
             elif type(action) is ConnectUpstream:
@@ -352,6 +350,8 @@ class CallConnection(asyncio.Protocol):
                 self._later(self.worker.limits.wrapup_seconds, self.call.wrapup_expired)
             elif type(action) is EndCall:
                 self._end(action)
+        if self._outlet is not None and call.goodbye_pending:
+            self._outlet.watch = True
 
     def _max_duration(self) -> None:
         self.call.max_duration_reached()
@@ -367,8 +367,8 @@ class CallConnection(asyncio.Protocol):
 
     def _end(self, action: EndCall) -> None:
         worker = self.worker
-        if self._paced:
-            worker.clock.remove(self)
+        if self._outlet is not None:
+            worker.clock.remove(self._outlet)
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
@@ -441,6 +441,9 @@ class Worker:
             self.policy = SourcePolicy(config.allow_sources, config.trusted_proxies)
         self.connections: set[CallConnection] = set()
         self.draining = False
+        # The clock writes a frame straight to the caller's socket when its transport holds
+        # nothing (the bytes stay in order); False sends every frame through the transport.
+        self.direct_writes = True
         self.clock: Clock = None  # type: ignore[assignment]
         self.totals = _Totals()
         self._servers: list[asyncio.Server] = []
@@ -500,7 +503,7 @@ class Worker:
         self.lingering.pop(transport, None)
         transport.close()
 
-    def _clock_stats(self, pacer: Pacer) -> None:
+    def _clock_stats(self, pacer: Any) -> None:
         """Once per tick: the clock's counters into the metrics, as increments."""
         late, resyncs = pacer.late_wakeups, pacer.resyncs
         seen_late, seen_resyncs = self._clock_seen

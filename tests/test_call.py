@@ -135,6 +135,20 @@ def test_session_update_then_held_audio_once_the_upstream_opens() -> None:
     assert up == resample.Resampler(8000, 24000).process(caller)
 
 
+def test_audio_that_starts_after_the_upstream_opened_goes_straight_up() -> None:
+    call = Call(settings_for(), peer="p")
+    call.receive_data(uuid_message())
+    call.upstream_opened()
+    assert [e["type"] for e in sent(call)] == ["session.update"]
+    caller = tone(8000, 200)
+    for i in range(0, len(caller), 320):
+        call.receive_data(audio(0x10, caller[i:i + 320]))
+    appends = sent(call)
+    assert len(appends) >= 4 and {e["type"] for e in appends} == {"input_audio_buffer.append"}
+    up = b"".join(base64.b64decode(e["audio"]) for e in appends)
+    assert resample.Resampler(8000, 24000).process(caller).startswith(up)
+
+
 def test_prebuffer_keeps_only_the_newest_audio_while_connecting() -> None:
     call = Call(settings_for(prebuffer_ms=100), peer="p")
     call.receive_data(uuid_message())

@@ -1,27 +1,27 @@
-"""The clock on a real uvloop loop: members get their frames, a failing one is dropped alone."""
+"""The clock on a real uvloop loop and its native pass against the twin.
+
+Outlets carry real playout buffers; frames go to real loopback sockets where the bytes are what
+matters, and to a recording transport where the moment of each write is.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import socket
+import time
+from types import ModuleType
 
 import pytest
 import uvloop
+from conftest import IMPLS, media_module
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.clock import Clock
 
-
-class Counter:
-    def __init__(self) -> None:
-        self.frames = 0
-
-    def tick(self, frames: int) -> None:
-        self.frames += frames
-
-
-class Broken:
-    def tick(self, frames: int) -> None:
-        raise RuntimeError("boom")
+KIND, RATE, FRAME = 0x10, 8000, 320
 
 
 def run(coro):  # type: ignore[no-untyped-def]
@@ -29,25 +29,64 @@ def run(coro):  # type: ignore[no-untyped-def]
         return runner.run(coro)
 
 
-def test_members_get_a_frame_per_tick_and_a_failing_member_is_removed(
-    caplog: pytest.LogCaptureFixture,
+class Recorder:
+    """A transport that keeps what is written and when (monotonic seconds)."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[float, bytes]] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append((time.monotonic(), bytes(data)))
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    @property
+    def frames(self) -> int:
+        return sum(len(d) // (3 + FRAME) for _, d in self.writes)
+
+
+class Broken(Recorder):
+    def write(self, data: bytes) -> None:
+        raise RuntimeError("boom")
+
+
+class Owner:
+    def __init__(self) -> None:
+        self.attention = 0
+
+    def clock_attention(self) -> None:
+        self.attention += 1
+
+
+def playout(impl: str = "native"):  # type: ignore[no-untyped-def]
+    return media_module(impl, "playout").PlayoutBuffer(RATE, kind=KIND, start_frames=1)
+
+
+def outlet(transport: object, impl: str = "native", fd: int = -1):  # type: ignore[no-untyped-def]
+    return media_module(impl, "clockpass").Outlet(Owner(), playout(impl), transport, fd)
+
+
+@pytest.mark.parametrize("precise", [True, False])
+def test_outlets_get_a_frame_per_tick_and_a_failing_one_is_removed_alone(
+    caplog: pytest.LogCaptureFixture, precise: bool,
 ) -> None:
     async def main() -> tuple[list[int], float, int]:
         loop = asyncio.get_running_loop()
-        clock = Clock(loop)
+        clock = Clock(loop, precise=precise)
         clock.start()
-        counters = [Counter() for _ in range(20)]
-        start = loop.time()
-        for c in counters:
-            clock.add(c)
-        clock.add(Broken())
+        recorders = [Recorder() for _ in range(20)]
+        start = time.monotonic()
+        for r in recorders:
+            clock.add(outlet(r))
+        clock.add(outlet(Broken()))
         await asyncio.sleep(0.5)
-        elapsed = loop.time() - start
+        elapsed = time.monotonic() - start
         remaining = len(clock)
         clock.stop()
-        frames = [c.frames for c in counters]
+        frames = [r.frames for r in recorders]
         await asyncio.sleep(0.05)
-        assert [c.frames for c in counters] == frames, "ticks after stop()"
+        assert [r.frames for r in recorders] == frames, "ticks after stop()"
         return frames, elapsed, remaining
 
     with caplog.at_level(logging.ERROR, logger="engine.clock"):
@@ -63,32 +102,25 @@ def test_an_idle_clock_does_not_wake() -> None:
         loop = asyncio.get_running_loop()
         clock = Clock(loop)
         clock.start()
-        counter = Counter()
-        clock.add(counter)
+        rec = Recorder()
+        o = outlet(rec)
+        clock.add(o)
         await asyncio.sleep(0.1)
-        clock.remove(counter)
+        clock.remove(o)
+        await asyncio.sleep(0.01)
+        assert not clock.armed
+        ticks = clock.pacer.ticks
         await asyncio.sleep(0.05)
-        assert clock._handle is None or not len(clock)
-        await asyncio.sleep(0.05)
-        assert clock._handle is None
-        clock.add(counter)
-        before = counter.frames
+        assert clock.pacer.ticks == ticks
+        clock.add(o)
+        before = rec.frames
         await asyncio.sleep(0.1)
-        assert counter.frames - before >= 3
+        assert rec.frames - before >= 3
         assert clock.pacer.resyncs == 0
         clock.stop()
-        assert clock._handle is None
+        assert not clock.armed
 
     run(main())
-
-
-class Stamps:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.times: list[float] = []
-
-    def tick(self, frames: int) -> None:
-        self.times.extend([self.loop.time()] * frames)
 
 
 def test_a_rephase_sends_at_once_or_within_half_a_subtick_and_keeps_the_period() -> None:
@@ -98,25 +130,175 @@ def test_a_rephase_sends_at_once_or_within_half_a_subtick_and_keeps_the_period()
         clock.start()
         out = []
         for offset in (0.0007, 0.0013, 0.0029, 0.0037):
-            member = Stamps(loop)
-            clock.add(member)
+            rec = Recorder()
+            o = outlet(rec)
+            clock.add(o)
             await asyncio.sleep(0.1)
             # Just after one of the clock's sub-ticks, plus an offset into the next one.
             last = clock.pacer.next_deadline() - clock.pacer.interval
-            await asyncio.sleep(max(0.0, last + offset - loop.time()))
-            asked = loop.time()
-            before = len(member.times)
-            clock.rephase(member)
+            await asyncio.sleep(max(0.0, last + offset - time.monotonic()))
+            asked = time.monotonic()
+            before = len(rec.writes)
+            clock.rephase(o)
             await asyncio.sleep(0.05)
-            first, second = member.times[before], member.times[before + 1]
+            first, second = rec.writes[before][0], rec.writes[before + 1][0]
             out.append((asked - last, first - asked, second - first))
-            clock.remove(member)
+            clock.remove(o)
         clock.stop()
         return out
 
     for since, wait, interval in run(main()):
         if since <= 0.002:  # within half a sub-tick of the last one: sent from rephase()
-            assert wait == 0, (since, wait)
+            assert wait < 0.0005, (since, wait)
         else:
             assert 0 <= wait <= 0.005, (since, wait)  # the next sub-tick, plus timer slack
         assert abs(interval - 0.020) <= 0.005, (since, interval)
+
+
+def test_a_watched_outlet_is_reported_once_it_has_played_out() -> None:
+    async def main() -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        clock = Clock(loop)
+        clock.start()
+        o = outlet(Recorder())
+        o.playout.push(bytes(FRAME * 3))
+        o.playout.mark_complete()
+        o.watch = True
+        clock.add(o)
+        await asyncio.sleep(0.03)
+        early = o.owner.attention
+        await asyncio.sleep(0.1)
+        clock.stop()
+        return early, o.owner.attention
+
+    early, late = run(main())
+    assert early == 0 and late >= 1
+
+
+async def _pair() -> tuple[asyncio.Transport, socket.socket, asyncio.Server]:
+    """A uvloop transport of an accepted loopback connection, and the peer's plain socket."""
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[asyncio.Transport] = loop.create_future()
+
+    class Accept(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            got.set_result(transport)  # type: ignore[arg-type]
+
+    server = await loop.create_server(Accept, "127.0.0.1", 0)
+    peer = socket.create_connection(server.sockets[0].getsockname()[:2])
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    transport = await got
+    transport.set_write_buffer_limits(high=1 << 24)
+    return transport, peer, server
+
+
+def test_direct_sends_and_transport_writes_keep_the_byte_order() -> None:
+    """Frames go to the socket directly while the transport is empty; once the peer stops
+    reading they queue in the transport, and the peer reads every frame in order."""
+
+    async def main() -> tuple[bytes, bytes, int, int]:
+        transport, peer, server = await _pair()
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        o = outlet(transport, fd=sock.fileno())
+        pop = o.playout
+        rng = random.Random(5)
+        pcm = rng.randbytes(FRAME * 600)
+        pop.push(pcm)
+        pass_ = media_module("native", "clockpass").ClockPass(0.0)
+        pass_.add(o, 0.0)
+        for k in range(1, 601):
+            pass_.run(k * 0.020)
+            if k % 50 == 0:
+                await asyncio.sleep(0)
+        peer.setblocking(False)
+        got = bytearray()
+        for _ in range(2000):
+            try:
+                chunk = peer.recv(1 << 16)
+            except BlockingIOError:
+                await asyncio.sleep(0.005)
+                if len(got) >= 600 * (3 + FRAME):
+                    break
+                continue
+            got += chunk
+        transport.close()
+        peer.close()
+        server.close()
+        return bytes(got), pcm, o.frames, o.direct
+
+    got, pcm, frames, direct = run(main())
+    header = bytes((KIND, FRAME >> 8, FRAME & 0xFF))
+    expected = b"".join(header + pcm[i:i + FRAME] for i in range(0, len(pcm), FRAME))
+    assert frames == 600
+    assert 0 < direct < 600, "both paths ran"
+    assert got[:len(expected)] == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10**6), outlets=st.integers(1, 12), steps=st.integers(5, 120),
+    subticks=st.integers(1, 6), max_catchup=st.integers(1, 4),
+)
+def test_native_pass_equals_the_twin(seed: int, outlets: int, steps: int, subticks: int,
+                                     max_catchup: int) -> None:
+    def trace(impl: str) -> list[object]:
+        m: ModuleType = media_module(impl, "clockpass")
+        rng = random.Random(seed)
+        pacer = m.ClockPass(100.0, 0.020, subticks, max_catchup)
+        recs = [Recorder() for _ in range(outlets)]
+        outs = [m.Outlet(Owner(), playout(impl), r) for r in recs]
+        now = 100.0
+        log: list[object] = []
+        for o in outs:
+            o.playout.push(rng.randbytes(FRAME * rng.randint(0, 30)))
+            if rng.random() < 0.5:
+                o.playout.mark_complete()
+                o.watch = rng.random() < 0.5
+        for _ in range(steps):
+            now += rng.choice([0.0005, 0.003, 0.004, 0.0041, 0.02, 0.05, 0.2])
+            o = rng.choice(outs)
+            op = rng.random()
+            if op < 0.15:
+                pacer.add(o, now)
+            elif op < 0.22:
+                pacer.remove(o)
+            elif op < 0.32:
+                log.append(("rephase", pacer.rephase(o, now)))
+            elif op < 0.4:
+                o.playout.push(rng.randbytes(FRAME * rng.randint(1, 5)))
+            else:
+                log.append(("run", [outs.index(x) for x in pacer.run(now)]))
+            log.append((len(pacer), pacer.next_deadline(), pacer.ticks, pacer.late_wakeups,
+                        pacer.catchup_frames, pacer.resyncs, pacer.rephases))
+        log.append([[d for _, d in r.writes] for r in recs])
+        log.append([o.frames for o in outs])
+        log.append((pacer.max_lateness, list(pacer.lateness_bins)))
+        return log
+
+    assert trace("native") == trace("python")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_the_timerfd_fires_at_its_absolute_deadline(impl: str) -> None:
+    m = media_module(impl, "timerfd")
+    timer = m.TimerFd()
+    assert timer.read() == 0
+    deadline = m.monotonic() + 0.01
+    timer.arm(deadline, 0.005)
+    import select
+
+    poller = select.poll()
+    poller.register(timer.fileno(), select.POLLIN)
+    assert poller.poll(1000)
+    woke = m.monotonic()
+    assert woke >= deadline - 1e-6
+    assert timer.read() >= 1
+    time.sleep(0.016)
+    assert timer.read() >= 2
+    timer.disarm()
+    time.sleep(0.012)
+    assert timer.read() == 0
+    timer.close()
+    with pytest.raises(ValueError):
+        timer.read()
