@@ -8,9 +8,9 @@
 GA and Azure share one shape (nested ``session.audio``, ``response.output_audio.*``); beta is
 flat (``input_audio_format``, ``response.audio.*``). See /work/shared/PROTOCOLS.md.
 
-Audio appends and audio deltas are the hot paths: the encoder formats appends into a prebuilt
-byte template, and the decoder handles a delta with one ``orjson.loads``, one ``a2b_base64``
-and one object.
+Audio deltas are a hot path: the decoder handles one with one ``orjson.loads``, one
+``a2b_base64`` and one object. Appends, the other, are not built here: the native uplink
+(``engine._native.uplink``) writes them straight into their WebSocket frames.
 """
 
 from __future__ import annotations
@@ -170,16 +170,13 @@ class Encoder:
     an ``error`` event's ``event_id`` names the event that caused it.
     """
 
-    __slots__ = ("_append_head", "_beta", "_n", "_prefix", "dialect")
+    __slots__ = ("_beta", "_n", "_prefix", "dialect")
 
     def __init__(self, dialect: Dialect, prefix: str = "ev") -> None:
         self.dialect = dialect
         self._beta = dialect is Dialect.BETA
         self._prefix = prefix
         self._n = 0
-        self._append_head = (
-            b'{"type":"input_audio_buffer.append","event_id":"' + prefix.encode() + b"_"
-        )
 
     def _event(self, doc: dict[str, Any]) -> bytes:
         self._n += 1
@@ -190,13 +187,6 @@ class Encoder:
     def last_event_id(self) -> str:
         """The ``event_id`` of the event built last (empty before the first)."""
         return f"{self._prefix}_{self._n}" if self._n else ""
-
-    def append(self, pcm: bytes) -> bytes:
-        """``input_audio_buffer.append`` of ``pcm`` (already in the session's audio format)."""
-        self._n += 1
-        return b'%b%d","audio":"%b"}' % (
-            self._append_head, self._n, binascii.b2a_base64(pcm, newline=False)
-        )
 
     def session_update(self, settings: SessionSettings) -> bytes:
         """``session.update`` in this dialect's shape (GA nested, beta flat)."""

@@ -166,18 +166,11 @@ class UpstreamConnection(asyncio.Protocol):
         Fails the connection with ``UpstreamStalled("send buffer", n)`` when more than
         ``max_send_buffer`` bytes are waiting to be written.
         """
-        if self._protocol.state is not State.OPEN or self._closing:
-            return
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            # Our own frame, not websockets' send_text: one native pass, and masks from a
-            # pooled random source instead of a getrandom call per frame. The protocol keeps
-            # no state about data frames we send, and its own output (pongs, close) is
-            # flushed as soon as it arises, so the byte order on the wire is unchanged.
-            transport.write(self._frames.frame(data))
-            waiting = transport.get_write_buffer_size()
-            if waiting > self.max_send_buffer:
-                self._fail(UpstreamStalled("send buffer", waiting))
+        # Our own frame, not websockets' send_text: one native pass, and masks from a pooled
+        # random source instead of a getrandom call per frame. The protocol keeps no state
+        # about data frames we send, and its own output (pongs, close) is flushed as soon as
+        # it arises, so the byte order on the wire is unchanged.
+        self.send_frames([self._frames.frame(data)])
 
     def send_frames(self, frames: list[bytes]) -> None:
         """Writes finished, masked text frames (the call's appends, built natively); ignored

@@ -9,6 +9,7 @@ import uuid
 
 import orjson
 import pytest
+from conftest import parse_client_frame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -56,24 +57,11 @@ def audio(kind: int, pcm: bytes) -> bytes:
     return bytes([kind]) + struct.pack(">H", len(pcm)) + pcm
 
 
-def unframe(frame: bytes) -> bytes:
-    """The payload of one final, masked client text frame."""
-    assert frame[0] == 0x81 and frame[1] & 0x80
-    n, pos = frame[1] & 0x7F, 2
-    if n == 126:
-        n, pos = int.from_bytes(frame[2:4], "big"), 4
-    elif n == 127:
-        n, pos = int.from_bytes(frame[2:10], "big"), 10
-    mask, data = frame[pos:pos + 4], frame[pos + 4:]
-    assert len(data) == n
-    return bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-
-
 def sent(call: Call) -> list[dict]:
     """What the call has for the upstream: its JSON events, then its framed appends (the
     order the adapter writes them in)."""
     events = [orjson.loads(m) for m in call.to_upstream]
-    events += [orjson.loads(unframe(f)) for f in call.upstream_frames]
+    events += [orjson.loads(parse_client_frame(f).data) for f in call.upstream_frames]
     call.to_upstream.clear()
     call.upstream_frames.clear()
     return events

@@ -8,10 +8,12 @@ import binascii
 
 import orjson
 import pytest
+from conftest import parse_client_frame
 from hypothesis import given
 from hypothesis import strategies as st
 
 from engine import realtime
+from engine._impl import uplink, wsframe
 from engine.errors import UpstreamBadEvent
 from engine.realtime import Dialect
 from engine.sim.validate import shared_validator
@@ -84,11 +86,22 @@ def test_session_update_with_tools_validates_in_each_dialect(dialect: Dialect) -
     assert "tools" not in plain and "tool_choice" not in plain
 
 
+def append_event(pcm: bytes) -> bytes:
+    """The ``input_audio_buffer.append`` the engine sends for ``pcm``: built by the uplink,
+    the only place appends are made, and read back out of its frame."""
+    frames: list[bytes] = []
+    up = uplink.Uplink(0x13, (), False, len(pcm), 0, wsframe.FrameBuilder(), frames)
+    up.sending = True
+    up.push(pcm)
+    (frame,) = frames
+    return bytes(parse_client_frame(frame).data)
+
+
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_every_client_event_validates_and_carries_a_unique_event_id(dialect: Dialect) -> None:
     enc = realtime.Encoder(dialect)
     events = [
-        enc.append(b"\x01\x02" * 960),
+        append_event(b"\x01\x02" * 960),
         enc.truncate("item_1", 1234),
         enc.cancel(),
         enc.cancel("resp_1"),
@@ -105,9 +118,9 @@ def test_every_client_event_validates_and_carries_a_unique_event_id(dialect: Dia
     assert ids[-1] == enc.last_event_id
 
 
-@given(pcm=st.binary(max_size=4000))
+@given(pcm=st.binary(min_size=1, max_size=4000))
 def test_append_carries_the_audio_exactly(pcm: bytes) -> None:
-    event = orjson.loads(realtime.Encoder(Dialect.GA).append(pcm))
+    event = orjson.loads(append_event(pcm))
     assert event["type"] == "input_audio_buffer.append"
     assert base64.b64decode(event["audio"]) == pcm
 
@@ -209,6 +222,6 @@ def test_bad_server_events_raise_a_specific_error(message: bytes) -> None:
 
 def test_base64_is_the_standard_alphabet() -> None:
     pcm = bytes([0xFB, 0xFF, 0xBF]) * 100
-    event = orjson.loads(realtime.Encoder(Dialect.GA).append(pcm))
+    event = orjson.loads(append_event(pcm))
     assert event["audio"] == binascii.b2a_base64(pcm, newline=False).decode()
     assert "+" in event["audio"] or "/" in event["audio"]

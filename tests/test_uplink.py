@@ -10,35 +10,17 @@ from types import ModuleType
 
 import orjson
 import pytest
-from conftest import IMPLS, media_module
+from conftest import IMPLS, media_module, seeded
+from conftest import parse_client_frame as parse
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from websockets.frames import Frame, Opcode
-from websockets.streams import StreamReader
+from websockets.frames import Opcode
 
 from engine.errors import ConfigError
 
 CALL_ID = uuid.UUID("12345678-1234-5678-1234-567812345678")
 UUID_MSG = b"\x01\x00\x10" + CALL_ID.bytes
 RATES = {0x10: 8000, 0x12: 16000, 0x13: 24000, 0x16: 48000, 0x11: 12000}
-
-
-def seeded(seed: int):  # type: ignore[no-untyped-def]
-    rng = random.Random(seed)
-    return lambda n: rng.randbytes(n)
-
-
-def parse(frame: bytes) -> Frame:
-    """The frame as a server reads it (websockets' own parser, which unmasks)."""
-    reader = StreamReader()
-    reader.feed_data(frame)
-    parser = Frame.parse(reader.read_exact, mask=True)
-    try:
-        next(parser)
-    except StopIteration as done:
-        assert not reader.buffer, "bytes left after the frame"
-        return done.value  # type: ignore[no-any-return]
-    raise AssertionError("incomplete frame")
 
 
 def message(kind: int, payload: bytes) -> bytes:

@@ -7,11 +7,11 @@ import random
 from types import ModuleType
 
 import pytest
-from conftest import IMPLS, both, media_module
+from conftest import IMPLS, both, media_module, seeded
+from conftest import parse_client_frame as parse
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from websockets.frames import Frame, Opcode
-from websockets.streams import StreamReader
+from websockets.frames import Opcode
 
 native, twin = both("wsframe")
 
@@ -19,24 +19,6 @@ native, twin = both("wsframe")
 @pytest.fixture(params=IMPLS)
 def w(request: pytest.FixtureRequest) -> ModuleType:
     return media_module(request.param, "wsframe")
-
-
-def seeded(seed: int):  # type: ignore[no-untyped-def]
-    rng = random.Random(seed)
-    return lambda n: rng.randbytes(n)
-
-
-def parse(frame: bytes) -> Frame:
-    """The frame as a server reads it (websockets' own parser, which unmasks)."""
-    reader = StreamReader()
-    reader.feed_data(frame)
-    parser = Frame.parse(reader.read_exact, mask=True)
-    try:
-        next(parser)
-    except StopIteration as done:
-        assert not reader.buffer, "bytes left after the frame"
-        return done.value  # type: ignore[no-any-return]
-    raise AssertionError("incomplete frame")
 
 
 def test_the_rfc_6455_example(w: ModuleType) -> None:
