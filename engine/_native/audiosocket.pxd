@@ -106,6 +106,7 @@ cdef class Parser:
     cdef Py_ssize_t _capacity
     cdef Py_ssize_t _have
 
+    cdef bint feed(self, const unsigned char *data, Py_ssize_t n) except -1
     cdef int _feed(self, const unsigned char *data, Py_ssize_t n) except -1
     cdef bint _accept(self, int kind, Py_ssize_t length) except -1
     cdef object _header_error(self, int kind, Py_ssize_t length)

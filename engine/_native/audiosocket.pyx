@@ -305,18 +305,27 @@ cdef class Parser:
             BufferError: ``data`` is not C-contiguous (a caller's bug, not the peer's).
         """
         cdef Py_buffer view
+        if type(data) is bytes:
+            return self.feed(<const unsigned char *>PyBytes_AS_STRING(data),
+                             PyBytes_GET_SIZE(data))
+        _acquire(data, &view)
+        try:
+            return self.feed(<const unsigned char *>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef bint feed(self, const unsigned char *data, Py_ssize_t n) except -1:
+        """:meth:`receive_data` for native callers (the clock's reads), on raw bytes."""
         if self.finished:
             return False
         self._ready = False
-        if type(data) is bytes:
-            self._feed(<const unsigned char *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
-        else:
-            _acquire(data, &view)
-            try:
-                self._feed(<const unsigned char *>view.buf, view.len)
-            finally:
-                PyBuffer_Release(&view)
+        self._feed(data, n)
         return self._ready or len(self._events) > 0
+
+    @property
+    def has_events(self):
+        """Events wait in ``events_received()``."""
+        return len(self._events) > 0
 
     def receive_eof(self):
         """The peer closed its side: PeerClosed, or TruncatedMessage inside a message.

@@ -263,6 +263,11 @@ class Parser:
         events, self._events = self._events, []
         return events
 
+    @property
+    def has_events(self) -> bool:
+        """Events wait in ``events_received()``."""
+        return bool(self._events)
+
     def attach(self, sink: AudioSink | None) -> None:
         """From now on, audio of ``sink.kind`` goes to ``sink`` instead of becoming events;
         None stops it. Audio of any other kind is still an event."""
