@@ -18,23 +18,29 @@ from typing import Any
 
 from engine._impl import clockpass, timerfd
 
-__all__ = ["Clock", "Outlet"]
+__all__ = ["READ_EOF", "READ_EVENTS", "READ_FAILED", "Clock", "Outlet"]
 
 log = logging.getLogger("engine.clock")
 
 Outlet = clockpass.Outlet
+READ_EVENTS: int = clockpass.READ_EVENTS
+READ_EOF: int = clockpass.READ_EOF
+READ_FAILED: int = clockpass.READ_FAILED
 
 
 class Clock:
     """Ticks its outlets on absolute deadlines; see :class:`engine.pacer.Pacer`.
 
     An outlet's owner hears ``clock_attention()`` when its outlet is watched and has played
-    out; an outlet whose write raised is taken off the clock and logged.
+    out, or when the pass read its caller and found events, the end of the stream or an error
+    (``outlet.take_status()``); an outlet whose write or read raised is taken off the clock
+    and logged.
 
     Args:
         loop: the worker's loop.
         on_stats: called with the pass at most once per tick, for metrics.
         precise: wake on a timerfd (else on a loop timer).
+        read_every: reading outlets are read every this many of their ticks.
     """
 
     def __init__(
@@ -46,10 +52,11 @@ class Clock:
         max_catchup: int = 3,
         on_stats: Callable[[Any], None] | None = None,
         precise: bool = True,
+        read_every: int = 2,
     ) -> None:
         self.loop = loop
         self.now = timerfd.monotonic
-        self.pacer = clockpass.ClockPass(self.now(), tick, subticks, max_catchup)
+        self.pacer = clockpass.ClockPass(self.now(), tick, subticks, max_catchup, read_every)
         self._on_stats = on_stats
         self._timer = timerfd.TimerFd() if precise else None
         self._handle: asyncio.TimerHandle | None = None
@@ -123,7 +130,6 @@ class Clock:
             if outlet.error is not None:
                 log.error("clock_member_failed", exc_info=outlet.error,
                           extra={"_fields": {"member": repr(outlet.owner)}})
-                continue
             try:
                 outlet.owner.clock_attention()
             except Exception:

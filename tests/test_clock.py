@@ -15,7 +15,7 @@ from types import ModuleType
 
 import pytest
 import uvloop
-from conftest import IMPLS, media_module
+from conftest import IMPLS, Rig, media_module
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -302,3 +302,115 @@ def test_the_timerfd_fires_at_its_absolute_deadline(impl: str) -> None:
     timer.close()
     with pytest.raises(ValueError):
         timer.read()
+
+
+class Queued(Recorder):
+    """A transport that always holds bytes, so the native pass writes through it too."""
+
+    def get_write_buffer_size(self) -> int:
+        return 1
+
+
+def _audio(payload: bytes, kind: int = KIND) -> bytes:
+    return bytes((kind, len(payload) >> 8, len(payload) & 0xFF)) + payload
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), steps=st.integers(4, 60), read_every=st.integers(1, 3),
+       close=st.sampled_from(["no", "eof", "eof_inside"]))
+def test_native_reads_equal_the_twin(seed: int, steps: int, read_every: int, close: str) -> None:
+    """The pass reads a caller's socket every ``read_every`` visits, after the frames are out:
+    audio goes through the parser into the uplink and its frames to ``upstream_send``; DTMF
+    and the end of the stream come back as a status. Native and twin agree on all of it."""
+    def trace(impl: str) -> tuple[list[object], list[int]]:
+        m: ModuleType = media_module(impl, "clockpass")
+        rng = random.Random(seed)
+        rig = Rig(impl, KIND, "pcm16", 40, 200, seed)
+        rig.uplink.sending = True
+        ours, peer = socket.socketpair()
+        ours.setblocking(False)
+        sent: list[list[bytes]] = []
+        try:
+            pacer = m.ClockPass(10.0, 0.020, 5, 3, read_every)
+            o = m.Outlet(Owner(), playout(impl), Queued(), ours.fileno())
+            o.read_with(rig.parser, rig.out)
+            o.upstream_send = lambda frames: sent.append(list(frames))
+            pacer.add(o, 10.0)
+            now = 10.0
+            log: list[object] = []
+            seen: list[int] = []
+            for step in range(steps):
+                for _ in range(rng.randint(0, 4)):
+                    if rng.random() < 0.1:
+                        peer.sendall(_audio(b"5", 0x03))
+                    else:
+                        peer.sendall(_audio(rng.randbytes(FRAME)))
+                if step == steps - 1 and close != "no":
+                    if close == "eof_inside":
+                        peer.sendall(b"\x10\x01")
+                    peer.shutdown(socket.SHUT_WR)
+                now += rng.choice([0.004, 0.02, 0.02, 0.041])
+                attention = pacer.run(now)
+                log.append([(x.take_status(), x.error) for x in attention])
+                seen.extend(status for status, _ in log[-1])
+                log.append([type(e).__name__ for e in rig.parser.events_received()])
+            # The read that takes the last bytes stops short of the end of the stream (one
+            # recv per read); the next read, ``read_every`` visits later, meets it.
+            for _ in range(2 * read_every + 1):
+                now += 0.02
+                log.append([(x.take_status(), x.error) for x in pacer.run(now)])
+                seen.extend(status for status, _ in log[-1])
+            log.append((o.frames, o.reads, rig.counters(), len(sent),
+                        [len(f) for batch in sent for f in batch]))
+            return log, seen
+        finally:
+            ours.close()
+            peer.close()
+
+    (native, statuses), twin = trace("native"), trace("python")
+    assert native == twin[0]
+    eof = media_module("native", "clockpass").READ_EOF
+    assert any(s & eof for s in statuses) == (close != "no")
+
+
+def test_the_pass_reports_a_reset_caller_and_reads_only_every_other_tick() -> None:
+    """A real loopback caller: its frames are read every other tick (half the reads of a
+    reader woken per frame), and a reset shows as READ_FAILED with the errno."""
+    import errno
+    import struct
+
+    m = media_module("native", "clockpass")
+    async def main() -> tuple[int, int, int, int, int]:
+        transport, peer, server = await _pair()
+        transport.pause_reading()
+        rig = Rig("native", KIND, "pcm16", 40, 200)
+        rig.uplink.sending = True
+        sent: list[bytes] = []
+        # Frames go to a recorder: a write to the reset socket would meet the reset first.
+        o = m.Outlet(Owner(), playout(), Queued(), transport.get_extra_info("socket").fileno())
+        o.read_with(rig.parser, rig.out)
+        o.upstream_send = sent.extend
+        pass_ = m.ClockPass(0.0)
+        pass_.add(o, 0.0)
+        statuses = []
+        for k in range(1, 101):
+            if k % 5 == 0:  # one frame per tick
+                peer.sendall(_audio(bytes(FRAME)))
+                await asyncio.sleep(0.001)
+            statuses += [x.take_status() for x in pass_.run(k * 0.004)]
+        reads = o.reads
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()
+        await asyncio.sleep(0.01)
+        for k in range(101, 121):
+            statuses += [x.take_status() for x in pass_.run(k * 0.004)]
+        transport.close()
+        server.close()
+        return reads, rig.uplink.frames, len(sent), statuses[0], o.read_errno
+
+    reads, frames, appends, status, err = run(main())
+    assert frames >= 19, "the last frame may be sent after the last read"
+    assert 9 <= reads <= 11, "one read per two ticks"
+    assert appends >= 9
+    assert status == m.READ_FAILED
+    assert err == errno.ECONNRESET

@@ -10,21 +10,47 @@ the socket does not take (and every message while the transport holds bytes) goe
 ``transport.write``, so the bytes stay in order and the transport's buffer limit,
 ``pause_writing`` and the stalled-caller rule work as before. Python hears only of outlets that
 asked to be watched (a goodbye playing out) once they have played out, and of failed writes.
+
+An outlet given the call's parser (:meth:`Outlet.read_with`) is also read by the pass, every
+``read_every`` visits: whatever has arrived, with non-blocking ``recv`` calls, into the parser,
+whose sink (the uplink) turns the audio into finished upstream frames; those go to the
+outlet's ``upstream_send``. Python hears of the outlet only when the parser has events (a DTMF
+digit, a hangup, a violation), the peer closed or the read failed (``status`` says which). A
+read that returns less than a full buffer has taken all there was and stops, so an end of
+stream that came with data is met by the next read (``2 * read_every`` ticks at most).
 """
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
+from libc.errno cimport errno, EAGAIN, EINTR
+
+from engine._native.audiosocket cimport Parser
 from engine._native.playout cimport PlayoutBuffer, PLAYING
 
-__all__ = ["LATENESS_BIN_MS", "ClockPass", "Outlet"]
+__all__ = ["LATENESS_BIN_MS", "READ_EOF", "READ_EVENTS", "READ_FAILED", "ClockPass", "Outlet"]
 
 
 cdef extern from "<sys/socket.h>" nogil:
     Py_ssize_t send(int fd, const void *buf, size_t n, int flags)
+    Py_ssize_t recv(int fd, void *buf, size_t n, int flags)
     enum:
         MSG_DONTWAIT
         MSG_NOSIGNAL
+
+# What a read found, as bits of Outlet.status.
+cpdef enum:
+    READ_EVENTS = 1     # the parser has events for Python
+    READ_EOF = 2        # the peer closed its side
+    READ_FAILED = 4     # recv failed (read_errno says why)
+
+# One pass reads at most _READ_CHUNKS full buffers from a caller: a peer sending faster than
+# real time is left in its socket (and TCP's window) rather than taken all at once.
+cdef enum:
+    _READ_SIZE = 65536
+    _READ_CHUNKS = 4
+
+cdef unsigned char _read_buffer[_READ_SIZE]
 
 
 LATENESS_BIN_MS = 0.5
@@ -52,8 +78,13 @@ cdef class Outlet:
     cdef public bint watch
     cdef readonly Py_ssize_t frames, direct
     cdef readonly object error
+    cdef public object upstream_send
+    cdef readonly int status, read_errno
+    cdef readonly Py_ssize_t reads
     cdef object _write, _size
-    cdef int _bucket
+    cdef Parser _parser
+    cdef list _up
+    cdef int _bucket, _visits
 
     def __init__(self, owner, PlayoutBuffer playout not None, transport, int fd=-1):
         self.owner = owner
@@ -66,6 +97,63 @@ cdef class Outlet:
         self.frames = self.direct = 0
         self.error = None
         self._bucket = -1
+        self._visits = 0
+        self.upstream_send = None
+        self._parser = None
+        self._up = None
+        self.status = self.read_errno = 0
+        self.reads = 0
+
+    def read_with(self, Parser parser, list upstream_frames):
+        """From now on the pass reads the caller into ``parser`` (the transport's own reading
+        is paused by the adapter); frames the parser's sink leaves in ``upstream_frames`` go
+        to ``upstream_send`` (a callable taking that list) when it is set. None stops it."""
+        if parser is not None and self.fd < 0:
+            raise ValueError("an outlet without a socket cannot read")
+        self._parser = parser
+        self._up = upstream_frames
+
+    @property
+    def reading(self):
+        """The pass reads this outlet's caller."""
+        return self._parser is not None
+
+    def take_status(self):
+        """What the reads found since the last call (READ_* bits); cleared."""
+        cdef int status = self.status
+        self.status = 0
+        return status
+
+    cdef int _read(self) except -1:
+        """Reads what has arrived; sends finished upstream frames; sets status bits."""
+        cdef Py_ssize_t got
+        cdef int chunk
+        cdef Parser parser = self._parser
+        for chunk in range(_READ_CHUNKS):
+            got = recv(self.fd, _read_buffer, _READ_SIZE, MSG_DONTWAIT)
+            if got > 0:
+                self.reads += 1
+                parser.feed(_read_buffer, got)
+                if got < _READ_SIZE or parser.finished:
+                    break
+            elif got == 0:
+                self.status |= READ_EOF
+                break
+            else:
+                if errno != EAGAIN and errno != EINTR:  # EWOULDBLOCK is EAGAIN on Linux
+                    self.read_errno = errno
+                    self.status |= READ_FAILED
+                break
+        if parser._events:
+            self.status |= READ_EVENTS
+        up = self._up
+        if up:
+            if self.upstream_send is None:
+                self.status |= READ_EVENTS
+            else:
+                self.upstream_send(up)
+                del up[:]
+        return 0
 
     @property
     def played_out(self):
@@ -105,19 +193,24 @@ cdef class ClockPass:
         tick: the frame period in seconds.
         subticks: phases per tick.
         max_catchup: the most frames an outlet is owed after a late wake-up.
+        read_every: reading outlets are read on every ``read_every``-th visit (each visit is
+            a tick of theirs).
     """
 
     cdef readonly double t0, tick, interval, max_lateness
-    cdef readonly int subticks, max_catchup
+    cdef readonly int subticks, max_catchup, read_every
     cdef readonly long long ticks, late_wakeups, catchup_frames, resyncs, rephases
     cdef readonly list lateness_bins
     cdef list _buckets
     cdef Py_ssize_t _count
     cdef long long _next
 
-    def __init__(self, double t0, double tick=0.020, int subticks=5, int max_catchup=3):
-        if tick <= 0 or subticks < 1 or max_catchup < 1:
-            raise ValueError("tick must be positive, subticks and max_catchup at least 1")
+    def __init__(self, double t0, double tick=0.020, int subticks=5, int max_catchup=3,
+                 int read_every=2):
+        if tick <= 0 or subticks < 1 or max_catchup < 1 or read_every < 1:
+            raise ValueError(
+                "tick must be positive, subticks, max_catchup and read_every at least 1")
+        self.read_every = read_every
         self.t0 = t0
         self.tick = tick
         self.subticks = subticks
@@ -217,22 +310,48 @@ cdef class ClockPass:
 
     cdef int _visit(self, dict bucket, int frames, list attention) except -1:
         cdef Outlet outlet
+        cdef bint reads = False
         if not bucket:
             return 0
         # A write can end a call (pause_writing) and take it off the clock: iterate a copy.
-        for item in list(bucket):
+        # Every due frame is written before any caller is read, so reads never delay one.
+        outlets = list(bucket)
+        for item in outlets:
             outlet = <Outlet>item
             if outlet._bucket < 0:
                 continue
             try:
                 outlet._emit(frames)
             except Exception as exc:
-                outlet.error = exc
-                self.remove(outlet)
-                attention.append(outlet)
+                self._failed(outlet, exc, attention)
                 continue
-            if outlet.watch and outlet.playout._state != PLAYING and outlet.playout._count == 0:
+            if outlet._parser is not None:
+                outlet._visits += 1
+                reads = True
+            elif outlet.watch and outlet.playout._state != PLAYING and outlet.playout._count == 0:
                 attention.append(outlet)
+        if not reads:
+            return 0
+        for item in outlets:
+            outlet = <Outlet>item
+            if outlet._bucket < 0 or outlet._parser is None:
+                continue
+            if outlet._visits >= self.read_every:
+                outlet._visits = 0
+                try:
+                    outlet._read()
+                except Exception as exc:
+                    self._failed(outlet, exc, attention)
+                    continue
+            if outlet.status or (outlet.watch and outlet.playout._state != PLAYING
+                                 and outlet.playout._count == 0):
+                attention.append(outlet)
+        return 0
+
+    cdef int _failed(self, Outlet outlet, object exc, list attention) except -1:
+        outlet.error = exc
+        self.remove(outlet)
+        attention.append(outlet)
         return 0
 
     cdef void _record_lateness(self, double lateness):
