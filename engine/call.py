@@ -30,7 +30,7 @@ from uuid import UUID
 from engine import logs, realtime
 from engine._impl import audiosocket, g711, playout, resample, uplink, wsframe
 from engine.config import Config, dialect_of
-from engine.errors import EngineError, KindChanged, UnsupportedRate, UpstreamError
+from engine.errors import ClockFailed, EngineError, KindChanged, UnsupportedRate, UpstreamError
 from engine.toolcalls import ToolCalls
 
 __all__ = [
@@ -95,6 +95,7 @@ class EndReason(enum.Enum):
     SHUTDOWN = "shutdown"
     AGENT_HANGUP = "agent_hangup"
     TRANSFERRED = "transferred"
+    INTERNAL_ERROR = "internal_error"
 
 
 REFUSALS = frozenset({EndReason.OVER_CAPACITY, EndReason.SOURCE_CAP, EndReason.DRAINING})
@@ -332,6 +333,19 @@ class Call:
             return self.wants_attention
         return False
 
+    @property
+    def parser(self) -> Any:
+        """The caller's AudioSocket parser (the clock may read the caller into it)."""
+        return self._parser
+
+    def caller_parsed(self) -> bool:
+        """The clock read the caller into :attr:`parser`: the events it left are handled.
+        True when the adapter has something to do."""
+        if self.state is State.ENDED:
+            return False
+        self._caller_events()
+        return self.wants_attention
+
     def receive_eof(self) -> None:
         """The caller closed its side (Asterisk's way of hanging up)."""
         if self.state is State.ENDED:
@@ -465,6 +479,11 @@ class Call:
         """The connection itself is unacceptable (a source not allowed, a bad PROXY header):
         close it without a word, since what is on the other end is not a trusted Asterisk."""
         self._end(reason, error=error, hangup=False)
+
+    def failed(self, error: BaseException) -> None:
+        """A bug of ours broke this call's media (the clock could not serve it): hang up
+        cleanly rather than hold a silent call."""
+        self._end(EndReason.INTERNAL_ERROR, error=ClockFailed(error))
 
     def caller_stalled(self) -> None:
         """The caller stopped reading: its send buffer is over the bound."""

@@ -125,6 +125,8 @@ FIELDS: tuple[Setting, ...] = (
     Setting("REALTIME_DIALECT", _choice("ga", "beta", "azure"), "Realtime API dialect"),
     Setting("UPSTREAM_FORMAT", _choice("pcm16", "pcmu"), "upstream audio format"),
     Setting("APPEND_MS", _ranged(int, 20, 100), "caller-audio batching in ms"),
+    Setting("CLOCK_READ_TICKS", _ranged(int, 0, 5), "the clock reads callers every N ticks; "
+            "0 reads each caller when its bytes arrive"),
     Setting("VAD_TYPE", _choice("server_vad", "semantic_vad"), "turn detection"),
     Setting("VAD_EAGERNESS", _choice("low", "medium", "high", "auto"), "semantic VAD"),
     Setting("TRANSCRIPTION_MODEL", _text, "input transcription; empty is off"),
@@ -171,6 +173,7 @@ class Config:
     realtime_dialect: str = "ga"
     upstream_format: str = "pcm16"
     append_ms: int = 40
+    clock_read_ticks: int = 2
     vad_type: str = "server_vad"
     vad_eagerness: str = "auto"
     transcription_model: str = "whisper-1"

@@ -28,6 +28,7 @@
     │   ├── UnsupportedRate(rate, reason)
     │   ├── BadSampleData(length)                 not whole int16 samples
     │   ├── StreamFinished()                      input after the last chunk, without reset()
+    │   ├── ClockFailed(cause)                    the clock's write or read for a call raised
     │   └── BadWav(path, reason)                  a WAV file the test caller cannot use
     ├── UpstreamError              the Realtime side failed
     │   ├── UpstreamRefused(reason)               no connection: refused, DNS, TLS, timeout
@@ -81,6 +82,7 @@ __all__ = [
     "AddressInUse",
     "BadSourceAddress",
     "BadWav",
+    "ClockFailed",
     "BenchError",
     "ConfigError",
     "ControlChannelError",
@@ -322,6 +324,14 @@ class BadSampleData(MediaError):
 class StreamFinished(MediaError):
     def __init__(self) -> None:
         super().__init__("the stream was already finished with last=True; call reset() first")
+
+
+class ClockFailed(MediaError):
+    """The worker clock could not serve a call (a write or read of its raised)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        self.cause = cause
+        super().__init__(f"the clock could not serve the call: {type(cause).__name__}: {cause}")
 
 
 class BadWav(MediaError):

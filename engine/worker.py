@@ -32,7 +32,7 @@ from engine.call import (
     StartGoodbye,
     StartPacing,
 )
-from engine.clock import Clock, Outlet
+from engine.clock import READ_EOF, READ_EVENTS, READ_FAILED, Clock, Outlet
 from engine.config import Config
 from engine.errors import (
     ProxyProtocolError,
@@ -251,8 +251,20 @@ class CallConnection(asyncio.Protocol):
         self._act()
 
     def clock_attention(self) -> None:
-        """The clock: this call's watched playout has played out (its goodbye is heard)."""
-        self.call.check_played_out()
+        """The clock: its read of this caller left events, met the end of the stream or
+        failed, or this call's watched playout has played out (its goodbye is heard)."""
+        call = self.call
+        outlet = self._outlet
+        status = outlet.take_status() if outlet is not None else 0
+        if outlet is not None and outlet.error is not None:
+            call.failed(outlet.error)
+        if status & READ_EVENTS:
+            call.caller_parsed()
+        if status & READ_EOF:
+            call.receive_eof()
+        elif status & READ_FAILED:
+            call.connection_lost()
+        call.check_played_out()
         self._act()
 
     @property
@@ -269,11 +281,15 @@ class CallConnection(asyncio.Protocol):
     def upstream_message(self, data: bytes | str) -> None:
         call = self.call
         call.upstream_message(data)
-        if call.wants_attention:
+        # A goodbye can become pending with nothing to do yet; the clock must then watch it
+        # (a clock that reads the caller calls back only when it has something to say).
+        if call.wants_attention or call.goodbye_pending:
             self._act()
 
     def upstream_closed(self, error: UpstreamError | None) -> None:
         self.upstream = None
+        if self._outlet is not None:
+            self._outlet.upstream_send = None
         if error is not None:
             self.call.upstream_failed(error)
             self._act()
@@ -313,6 +329,8 @@ class CallConnection(asyncio.Protocol):
         self.upstream = conn
         self.call.upstream_opened()
         self._act()
+        if self._outlet is not None and self._outlet.reading:
+            self._outlet.upstream_send = conn.send_frames
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -336,8 +354,7 @@ class CallConnection(asyncio.Protocol):
                     self.worker.clock.rephase(self._outlet)
             elif type(action) is StartPacing:
                 if self.transport is not None and call.playout is not None:
-                    self._outlet = Outlet(self, call.playout, self.transport, self._fd)
-                    self.worker.clock.add(self._outlet)
+                    self._start_outlet(self.transport, call)
                 seconds = self.agent.max_call_seconds or self.worker.limits.max_call_seconds
                 self._later(seconds, self._max_duration)
             elif type(action) is ConnectUpstream:
@@ -353,6 +370,17 @@ class CallConnection(asyncio.Protocol):
         if self._outlet is not None and call.goodbye_pending:
             self._outlet.watch = True
 
+    def _start_outlet(self, transport: asyncio.Transport, call: Call) -> None:
+        """The call's media flows: its frames go out on the clock, which also reads the
+        caller (when the worker's clock reads) with the transport's own reading paused."""
+        outlet = self._outlet = Outlet(self, call.playout, transport, self._fd)
+        if self.worker.clock_reads and self._fd >= 0:
+            outlet.read_with(call.parser, call.upstream_frames)
+            if self.upstream is not None:
+                outlet.upstream_send = self.upstream.send_frames
+            transport.pause_reading()
+        self.worker.clock.add(outlet)
+
     def _max_duration(self) -> None:
         self.call.max_duration_reached()
         self._later(self.worker.limits.wrapup_seconds, self.call.wrapup_expired)
@@ -367,8 +395,15 @@ class CallConnection(asyncio.Protocol):
 
     def _end(self, action: EndCall) -> None:
         worker = self.worker
-        if self._outlet is not None:
-            worker.clock.remove(self._outlet)
+        outlet = self._outlet
+        if outlet is not None:
+            worker.clock.remove(outlet)
+            outlet.upstream_send = None
+            if outlet.reading:
+                outlet.read_with(None, None)
+                if self.transport is not None and not self.transport.is_closing():
+                    # The rest the caller sends (lingering) is read and dropped as before.
+                    self.transport.resume_reading()
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
@@ -444,6 +479,9 @@ class Worker:
         # The clock writes a frame straight to the caller's socket when its transport holds
         # nothing (the bytes stay in order); False sends every frame through the transport.
         self.direct_writes = True
+        # Once a call's media flows, the clock reads its caller every this many ticks (with
+        # direct writes only); 0 leaves reading to the transport, once per arriving frame.
+        self.clock_reads = config.clock_read_ticks
         self.clock: Clock = None  # type: ignore[assignment]
         self.totals = _Totals()
         self._servers: list[asyncio.Server] = []
@@ -455,7 +493,8 @@ class Worker:
         """Binds the AudioSocket listener (and one per agent profile's port) and starts the
         clock; returns the main listener's port."""
         loop = asyncio.get_running_loop()
-        self.clock = Clock(loop, on_stats=self._clock_stats)
+        self.clock = Clock(loop, on_stats=self._clock_stats,
+                           read_every=max(1, self.clock_reads))
         self.clock.start()
         self._idle = asyncio.Event()
         host = self.config.listen_host if host is None else host

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import random
+import uuid
 from pathlib import Path
 from types import ModuleType
 
@@ -59,3 +60,41 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("measured figures")
         for line in _FIGURES:
             terminalreporter.write_line(line)
+
+
+CALL_ID = uuid.UUID("12345678-1234-5678-1234-567812345678")
+UUID_MSG = b"\x01\x00\x10" + CALL_ID.bytes
+UPLINK_RATES = {0x10: 8000, 0x12: 16000, 0x13: 24000, 0x16: 48000, 0x11: 12000}
+
+
+class Rig:
+    """A parser with an uplink attached, in one implementation, as a call sets them up (the
+    UUID already parsed)."""
+
+    def __init__(self, impl: str, kind: int, fmt: str, append_ms: int, prebuffer_ms: int,
+                 seed: int = 0) -> None:
+        sock, up, rs, ws = (media_module(impl, n)
+                            for n in ("audiosocket", "uplink", "resample", "wsframe"))
+        rate = UPLINK_RATES[kind]
+        target, per_ms = (8000, 8) if fmt == "pcmu" else (24000, 48)
+        stages = []
+        if rate != target:
+            try:
+                stages = [rs.Resampler(rate, target)]
+            except Exception:
+                stages = [rs.Resampler(rate, 24000), rs.Resampler(24000, target)]
+        self.out: list[bytes] = []
+        self.uplink = up.Uplink(kind, stages, fmt == "pcmu", append_ms * per_ms,
+                                prebuffer_ms * per_ms, ws.FrameBuilder(seeded(seed)), self.out)
+        self.parser = sock.Parser()
+        self.parser.attach(self.uplink)
+        self.parser.receive_data(UUID_MSG)
+        self.parser.events_received()
+
+    def feed(self, data: bytes) -> tuple[bool, list[str]]:
+        ready = self.parser.receive_data(data)
+        return ready, [type(e).__name__ for e in self.parser.events_received()]
+
+    def counters(self) -> tuple[int, int, int, int]:
+        u = self.uplink
+        return u.frames, u.appends, u.pending_bytes, u.dropped_bytes

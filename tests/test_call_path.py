@@ -247,6 +247,72 @@ def test_dtmf_is_received_logged_and_counted(caplog: pytest.LogCaptureFixture) -
     assert metric("voice_engine_active_calls") == 0
 
 
+@pytest.mark.parametrize("read_ticks", [0, 1, 2, 3])
+def test_the_clock_reads_callers_or_the_transport_does(read_ticks: int) -> None:
+    """With CLOCK_READ_TICKS the clock reads a call's caller every N ticks once media flows
+    (the transport's reading paused); with 0 the transport reads each frame as it arrives.
+    Either way the audio, the digits and the hangup arrive, and no call is left behind."""
+
+    async def main() -> None:
+        async with node(config=make_config(clock_read_ticks=read_ticks)) as n:
+            task = asyncio.create_task(n.call(
+                pcm=speech(8000, 1.0) + quiet(8000, 1.6), kind=0x10,
+                dtmf=[(0.3, "7"), (1.5, "9")]))
+            await asyncio.sleep(1.2)
+            (conn,) = n.worker.connections
+            outlet = conn._outlet
+            assert outlet.reading == (read_ticks > 0)
+            report = await task
+            assert report.hangup == caller.CALLER_FINISHED and report.dtmf_sent == 2
+            assert abs(report.frames_received - report.frames_sent) <= 3
+            (live,) = n.sim.sessions
+            assert live.report.events["input_audio_buffer.append"] >= 60
+            assert conn.call.stats.dtmf == ["7", "9"]
+            if read_ticks:
+                frames = conn.call.stats.caller_frames
+                assert outlet.reads <= frames / read_ticks * 1.2 + 5
+                assert outlet.reads >= frames / read_ticks * 0.5
+            assert ended(n.worker) == {"caller_hangup": 1}
+            assert_clean(n.sim)
+
+    run(main())
+
+
+@pytest.mark.parametrize("how", ["eof", "eof_inside_a_message", "reset"])
+def test_a_caller_read_by_the_clock_that_closes_or_resets_ends_its_call(how: str) -> None:
+    import socket
+    import struct
+
+    async def main() -> None:
+        async with node() as n:
+            reader, writer = await raw_connection(n.port)
+            writer.write(b"\x01\x00\x10" + uuid.uuid4().bytes)
+            for _ in range(25):
+                writer.write(b"\x10\x01\x40" + bytes(320))
+                await asyncio.sleep(0.02)
+            (conn,) = n.worker.connections
+            assert conn._outlet.reading
+            started = asyncio.get_running_loop().time()
+            if how == "reset":
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+            else:
+                if how == "eof_inside_a_message":
+                    writer.write(b"\x10\x01")
+                writer.write_eof()
+            assert await n.worker.wait_idle(1.0)
+            assert asyncio.get_running_loop().time() - started < 0.3
+            reason = "protocol_violation" if how == "eof_inside_a_message" else "caller_hangup"
+            assert ended(n.worker) == {reason: 1}
+            if how != "reset":
+                data = await asyncio.wait_for(reader.read(), 3)
+                assert len(data) % 323 == 0
+            writer.close()
+
+    run(main())
+
+
 def test_max_duration_plays_a_goodbye_then_hangs_up() -> None:
     async def main() -> None:
         limits = WorkerLimits(max_call_seconds=1.0, connect_deadline=2.0)

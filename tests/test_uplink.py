@@ -5,12 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import random
-import uuid
 from types import ModuleType
 
 import orjson
 import pytest
-from conftest import IMPLS, media_module, seeded
+from conftest import IMPLS, UPLINK_RATES, Rig, media_module
 from conftest import parse_client_frame as parse
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,45 +17,11 @@ from websockets.frames import Opcode
 
 from engine.errors import ConfigError
 
-CALL_ID = uuid.UUID("12345678-1234-5678-1234-567812345678")
-UUID_MSG = b"\x01\x00\x10" + CALL_ID.bytes
-RATES = {0x10: 8000, 0x12: 16000, 0x13: 24000, 0x16: 48000, 0x11: 12000}
+RATES = UPLINK_RATES
 
 
 def message(kind: int, payload: bytes) -> bytes:
     return bytes((kind, len(payload) >> 8, len(payload) & 0xFF)) + payload
-
-
-class Rig:
-    """A parser with an uplink attached, in one implementation, as a call sets them up."""
-
-    def __init__(self, impl: str, kind: int, fmt: str, append_ms: int, prebuffer_ms: int,
-                 seed: int = 0) -> None:
-        sock, up, rs, ws = (media_module(impl, n)
-                            for n in ("audiosocket", "uplink", "resample", "wsframe"))
-        rate = RATES[kind]
-        target, per_ms = (8000, 8) if fmt == "pcmu" else (24000, 48)
-        stages = []
-        if rate != target:
-            try:
-                stages = [rs.Resampler(rate, target)]
-            except Exception:
-                stages = [rs.Resampler(rate, 24000), rs.Resampler(24000, target)]
-        self.out: list[bytes] = []
-        self.uplink = up.Uplink(kind, stages, fmt == "pcmu", append_ms * per_ms,
-                                prebuffer_ms * per_ms, ws.FrameBuilder(seeded(seed)), self.out)
-        self.parser = sock.Parser()
-        self.parser.attach(self.uplink)
-        self.parser.receive_data(UUID_MSG)
-        self.parser.events_received()
-
-    def feed(self, data: bytes) -> tuple[bool, list[str]]:
-        ready = self.parser.receive_data(data)
-        return ready, [type(e).__name__ for e in self.parser.events_received()]
-
-    def counters(self) -> tuple[int, int, int, int]:
-        u = self.uplink
-        return u.frames, u.appends, u.pending_bytes, u.dropped_bytes
 
 
 def reference_upstream(impl: str, kind: int, fmt: str, pcm: bytes) -> bytes:
