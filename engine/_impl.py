@@ -2,7 +2,7 @@
 
 The rest of the engine imports the media modules from here and nowhere else::
 
-    from engine._impl import audiosocket, clockpass, g711, playout, resample, uplink
+    from engine._impl import audiosocket, b64, clockpass, g711, playout, resample, uplink
 
 ``VOICE_ENGINE_IMPL=python`` selects the twins on purpose; anything else means native, and a
 missing extension is an error that says how to build it (there is no silent fallback).
@@ -17,12 +17,13 @@ from types import ModuleType
 from engine.errors import ConfigError, NativeExtensionMissing
 
 __all__ = [
-    "IMPL", "MODULES", "audiosocket", "clockpass", "g711", "load", "playout", "resample",
+    "IMPL", "MODULES", "audiosocket", "b64", "clockpass", "g711", "load", "playout", "resample",
     "timerfd", "uplink", "wsframe",
 ]
 
 MODULES = (
-    "audiosocket", "clockpass", "g711", "playout", "resample", "timerfd", "uplink", "wsframe",
+    "audiosocket", "b64", "clockpass", "g711", "playout", "resample", "timerfd", "uplink",
+    "wsframe",
 )
 _PACKAGES = {"native": "engine._native", "python": "engine._pure"}
 
@@ -49,6 +50,7 @@ def load(impl: str, name: str) -> ModuleType:
 IMPL = os.environ.get("VOICE_ENGINE_IMPL", "native").strip().lower() or "native"
 
 audiosocket = load(IMPL, "audiosocket")
+b64 = load(IMPL, "b64")
 clockpass = load(IMPL, "clockpass")
 g711 = load(IMPL, "g711")
 playout = load(IMPL, "playout")

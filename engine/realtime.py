@@ -15,13 +15,13 @@ Audio deltas are a hot path: the decoder handles one with one ``orjson.loads``, 
 
 from __future__ import annotations
 
-import binascii
 import enum
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from engine._impl import b64
 from engine.errors import ConfigError, UpstreamBadEvent
 
 __all__ = [
@@ -443,8 +443,8 @@ class Decoder:
             delta = doc.get("delta")
             if type(response_id) is str and type(item_id) is str and type(delta) is str:
                 try:
-                    return AudioDelta(response_id, item_id, binascii.a2b_base64(delta))
-                except (binascii.Error, ValueError):
+                    return AudioDelta(response_id, item_id, b64.b64decode(delta))
+                except ValueError:
                     raise UpstreamBadEvent(f"{kind}: delta is not base64") from None
             raise UpstreamBadEvent(f"{kind}: response_id, item_id or delta is not a string")
         if type(kind) is not str:

@@ -150,6 +150,16 @@ def test_audio_delta_and_done_decode_in_each_dialect(dialect: Dialect) -> None:
     assert isinstance(other.decode(done), realtime.Ignored)
 
 
+@pytest.mark.parametrize("damage", ["AAA!AAAA", "AAAAA", "AA=A", "=AAA", "AAAA====", "AAAé"])
+def test_a_damaged_delta_is_a_bad_event_not_shifted_noise(damage: str) -> None:
+    """A lenient decoder would skip the bad characters and play the rest shifted by a byte."""
+    dec = realtime.Decoder(Dialect.GA)
+    doc = orjson.loads(delta_event(Dialect.GA, bytes(6)))
+    doc["delta"] = damage
+    with pytest.raises(UpstreamBadEvent, match="delta is not base64"):
+        dec.decode(orjson.dumps(doc))
+
+
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_turn_response_and_error_events_decode(dialect: Dialect) -> None:
     dec = realtime.Decoder(dialect)
