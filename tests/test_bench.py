@@ -241,3 +241,49 @@ def test_an_engine_that_dies_mid_run_is_reported() -> None:
     assert r.calls["dropped"] == 3
     assert "exited with status -9" in r.calls["engine_exit"]
     assert "ENGINE FAILED" in render(r)
+
+
+# -- --engine-env ----------------------------------------------------------------------------
+
+
+def _bench_command(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "bench", "--quiet", "--no-pin", *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_engine_env_reaches_the_engine_and_the_result_records_it(tmp_path: Path) -> None:
+    # A short answer, so the goodbye after MAX_CALL_SECONDS is over well inside the hold.
+    out = _bench_command(tmp_path, "--calls", "2", "--duration", "3", "--json",
+                         "--response-ms", "400", "--engine-env", "MAX_CALL_SECONDS=1",
+                         "--engine-env", "OPENAI_API_KEY=sk-must-not-show")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)["native"]
+    assert doc["options"]["engine_env"] == {"MAX_CALL_SECONDS": "1",
+                                            "OPENAI_API_KEY": "(hidden)"}
+    assert doc["calls"]["engine_end_reasons"] == {"max_duration": 2}
+    assert "sk-must-not-show" not in out.stdout + out.stderr
+    table = _bench_command(tmp_path, "--calls", "1", "--duration", "1",
+                           "--engine-env", "VAD_SILENCE_MS=400")
+    assert table.returncode == 0, table.stderr
+    assert "engine env: VAD_SILENCE_MS=400" in table.stdout
+
+
+@pytest.mark.parametrize(("item", "why"), [
+    ("MAX_CALL_SECONDS", "expected NAME=VALUE"),
+    ("=1", "expected NAME=VALUE"),
+    ("NOT_A_SETTING=1", "not one of the engine's settings"),
+    ("APPEND_MS=20", "use --append-ms"),
+    ("LISTEN_PORT=1", "the bench sets LISTEN_PORT itself"),
+])
+def test_a_bad_engine_env_item_is_a_usage_error(item: str, why: str) -> None:
+    from click.testing import CliRunner
+
+    from engine.bench.command import command
+
+    result = CliRunner().invoke(command, ["--engine-env", item])
+    assert result.exit_code == 2
+    assert why in result.output
+

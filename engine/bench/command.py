@@ -13,7 +13,7 @@ from engine.bench.report import BenchResult, render, render_comparison
 from engine.dial import parse_target
 from engine.errors import BenchError, ConfigError
 
-__all__ = ["command", "parse_cpus"]
+__all__ = ["command", "parse_cpus", "parse_engine_env"]
 
 
 def parse_cpus(text: str) -> frozenset[int]:
@@ -32,6 +32,43 @@ def parse_cpus(text: str) -> frozenset[int]:
     if not cpus or min(cpus) < 0:
         raise ConfigError(f"{text!r} is not a CPU list (like 0, 0,2 or 1-3)")
     return frozenset(cpus)
+
+
+# Settings the bench has its own flag for (so the result's options stay true), and the ones it
+# must set itself to start, reach and read the engine.
+_OWN_FLAG = {"UPSTREAM_FORMAT": "--upstream-format", "APPEND_MS": "--append-ms",
+             "WORKERS": "--workers"}
+_BENCH_SETS = frozenset({"OPENAI_REALTIME_URL", "LISTEN_HOST", "LISTEN_PORT", "HEALTH_PORT",
+                         "AGENT_PORT", "LOG_FORMAT"})
+
+
+def parse_engine_env(items: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """``NAME=VALUE`` items for the engine the bench starts, each NAME one of its settings.
+
+    The bench keeps its own environment's settings away from the engine it starts, so these
+    items are the only way to bench a setting.
+
+    Raises:
+        ConfigError: an item is not NAME=VALUE, or NAME is not an engine setting.
+    """
+    from engine.config import FIELDS
+
+    known = {s.env for s in FIELDS}
+    out = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--engine-env {item!r}: expected NAME=VALUE")
+        if name not in known:
+            raise ConfigError(f"--engine-env {item!r}: {name} is not one of the engine's "
+                              "settings (voice-engine run --help lists them)")
+        if name in _OWN_FLAG:
+            raise ConfigError(f"--engine-env {item!r}: use {_OWN_FLAG[name]} for {name}")
+        if name in _BENCH_SETS:
+            raise ConfigError(f"--engine-env {item!r}: the bench sets {name} itself to start "
+                              "and reach the engine")
+        out.append((name, value))
+    return tuple(out)
 
 
 def _default_pinning() -> tuple[frozenset[int] | None, frozenset[int] | None]:
@@ -87,13 +124,16 @@ def _progress(line: dict[str, Any]) -> None:
 @click.option("--floor", is_flag=True,
               help="load a minimal frame-moving server instead of the engine: this machine's "
                    "kernel and event-loop floor, to read the engine's CPU against")
+@click.option("--engine-env", "engine_env", multiple=True, metavar="NAME=VALUE",
+              help="a setting for the engine the bench starts (repeatable); the bench keeps "
+                   "its own environment's settings from it")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.option("--quiet", is_flag=True, help="no progress lines")
 def command(
     calls: int, duration: float, ramp: float, rate: str, upstream_format: str, append_ms: int,
     workers: int, target: str | None, sim_port: int, engine_cpus: str | None, load_cpus: str | None,
     no_pin: bool, response_ms: int, seed: int, compare_python: bool, floor: bool,
-    as_json: bool, quiet: bool,
+    engine_env: tuple[str, ...], as_json: bool, quiet: bool,
 ) -> None:
     """Load-test an engine: many calls against the built-in Realtime simulator."""
     from engine.bench.run import BenchOptions, main_loop
@@ -110,6 +150,7 @@ def command(
             target=parse_target(target) if target else None,
             engine_cpus=None if target else pin_engine, load_cpus=pin_load,
             response_ms=response_ms, seed=seed, floor=floor, sim_port=sim_port,
+            extra_env=parse_engine_env(engine_env),
         )
         if floor and (target or compare_python):
             raise BenchError("--floor starts its own server; it takes neither --target nor "

@@ -168,6 +168,14 @@ def _spread(s: Spread | Pacing) -> str:
             + (f"  (n={s.count})" if isinstance(s, Spread) else f"  (n={s.intervals})"))
 
 
+def _settings_line(o: dict[str, Any]) -> list[str]:
+    """The ``--engine-env`` settings the engine ran with, as one line (none: no line)."""
+    extra = o.get("engine_env") or {}
+    if not extra:
+        return []
+    return ["engine env: " + ", ".join(f"{k}={v}" for k, v in extra.items())]
+
+
 def render(r: BenchResult) -> str:
     """The human table: what ran, what came out, and each target's verdict."""
     o, c = r.options, r.calls
@@ -182,10 +190,12 @@ def render(r: BenchResult) -> str:
 
     share = r.engine_system_share
     kernel = _fmt(None if share is None else 100 * share, " %", 0)
+    settings = _settings_line(o)
     if o.get("floor"):
         return "\n".join([
             f"AudioSocket floor (frames moved both ways, nothing else): {c['connected']} calls "
             f"at {o['rate']} Hz, held {c['held_to_end']}, dropped {c['dropped']}",
+            *settings,
             f"floor CPU    {_fmt(r.engine_cpu_ms_per_call_s, ' ms', 3)} per call-second "
             f"({_fmt(r.engine_cpu_pct, ' %', 1)} of a core, {kernel} of it in the kernel)",
             f"memory       {_fmt(r.engine_kb_per_call, ' KB', 1)} per call",
@@ -200,6 +210,7 @@ def render(r: BenchResult) -> str:
         + (f"target {o['target']}" if o["target"] else f"{o['workers']} worker(s)"),
         f"machine: {r.machine['cpu']}, {r.machine['nproc']} CPUs; engine on CPUs "
         f"{o['engine_cpus'] or 'any'}, generator+simulator on {o['load_cpus'] or 'any'}",
+        *settings,
         "",
         f"calls        placed {c['placed']}, connected {c['connected']}, failed {c['failed']}, "
         f"held to the end {c['held_to_end']}, dropped {c['dropped']} {judged('dropped')}",

@@ -201,6 +201,12 @@ def _free_port() -> int:
 
 
 _CONFIG_NAMES = frozenset(s.env for s in FIELDS) | {"VOICE_ENGINE_IMPL"}
+_SECRET_NAMES = frozenset(s.env for s in FIELDS if s.secret)
+
+
+def _shown_env(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """The extra settings as the result records them: a secret's value is hidden."""
+    return {k: "(hidden)" if k in _SECRET_NAMES else v for k, v in items}
 
 
 @dataclass(slots=True)
@@ -385,6 +391,7 @@ def _result(
             "engine_cpus": sorted(opts.engine_cpus) if opts.engine_cpus else None,
             "load_cpus": sorted(opts.load_cpus) if opts.load_cpus else None,
             "response_ms": opts.response_ms, "seed": opts.seed,
+            "engine_env": _shown_env(opts.extra_env),
         },
         calls={
             "placed": len(gen.calls), "connected": connected, "failed": gen.failed,
