@@ -287,3 +287,54 @@ def test_a_bad_engine_env_item_is_a_usage_error(item: str, why: str) -> None:
     assert result.exit_code == 2
     assert why in result.output
 
+
+# -- --check ---------------------------------------------------------------------------------
+
+
+def test_check_fails_a_run_that_misses_a_target(tmp_path: Path) -> None:
+    # Calls the engine ends before the hold is over are dropped: the "dropped" target is missed.
+    out = _bench_command(tmp_path, "--calls", "2", "--duration", "3", "--check",
+                         "--response-ms", "400", "--engine-env", "MAX_CALL_SECONDS=1")
+    assert out.returncode == 1, out.stderr
+    assert "targets missed:" in out.stderr and "dropped" in out.stderr
+    row = next(line for line in out.stdout.splitlines() if line.startswith("dropped "))
+    assert "MISSED" in row and "design: every call is held" in row
+    assert "issue: pacing promise" in out.stdout
+
+
+def test_check_passes_when_every_target_is_met_or_unmeasured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dataclasses import replace
+
+    from click.testing import CliRunner
+
+    import engine.bench.run as bench_run
+    from engine.bench import measure
+    from engine.bench.command import command
+    from engine.stats import Pacing
+
+    real = _bench(calls=2, duration=2.0)
+    # A figure this shared machine cannot be made to meet is taken as not measured (as a
+    # --target run leaves CPU and memory); the rest are the real run's own.
+    nothing = {
+        "engine_cpu_ms_per_call_s": ("engine_cpu_ms_per_call_s", None),
+        "engine_kb_per_call": ("engine_kb_per_call", None),
+        "pacing_p99_ms": ("pacing_in_response", Pacing(0, math.nan, math.nan, math.nan)),
+        "first_frame_p99_ms": ("first_frame", measure.summary([])),
+        "barge_in_stop_max_ms": ("barge_in_stop", measure.summary([])),
+        "snr_down_min_db": ("snr_down_db", []),
+    }
+    missed = real.missed()
+    assert set(missed) <= set(nothing), missed
+    judged = replace(real, **dict(nothing[key] for key in missed))
+    monkeypatch.setattr(bench_run, "main_loop", lambda opts, progress: judged)
+    passed = CliRunner().invoke(command, ["--calls", "2", "--duration", "2", "--check",
+                                          "--quiet", "--no-pin"])
+    assert passed.exit_code == 0, passed.output
+    rows = {line.split()[0]: line for line in passed.output.splitlines()[-9:]}
+    for key in missed:
+        assert " n/a " in rows[key]
+    assert "floor ratio" in rows["engine_cpu_ms_per_call_s"]
+    assert "MISSED" not in passed.output
+

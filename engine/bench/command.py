@@ -127,13 +127,15 @@ def _progress(line: dict[str, Any]) -> None:
 @click.option("--engine-env", "engine_env", multiple=True, metavar="NAME=VALUE",
               help="a setting for the engine the bench starts (repeatable); the bench keeps "
                    "its own environment's settings from it")
+@click.option("--check", is_flag=True,
+              help="exit with status 1 (after the result) when any target is missed")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.option("--quiet", is_flag=True, help="no progress lines")
 def command(
     calls: int, duration: float, ramp: float, rate: str, upstream_format: str, append_ms: int,
     workers: int, target: str | None, sim_port: int, engine_cpus: str | None, load_cpus: str | None,
     no_pin: bool, response_ms: int, seed: int, compare_python: bool, floor: bool,
-    engine_env: tuple[str, ...], as_json: bool, quiet: bool,
+    engine_env: tuple[str, ...], check: bool, as_json: bool, quiet: bool,
 ) -> None:
     """Load-test an engine: many calls against the built-in Realtime simulator."""
     from engine.bench.run import BenchOptions, main_loop
@@ -178,10 +180,14 @@ def command(
             b = results[1].engine_cpu_ms_per_call_s
             doc["python_to_native_cpu_ratio"] = round(b / a, 2) if a and b else None
         click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
-        return
-    click.echo(render(results[0]))
-    if len(results) > 1:
-        click.echo("")
-        click.echo(render(results[1]))
-        click.echo("")
-        click.echo(render_comparison(results[0], results[1]))
+    else:
+        click.echo(render(results[0]))
+        if len(results) > 1:
+            click.echo("")
+            click.echo(render(results[1]))
+            click.echo("")
+            click.echo(render_comparison(results[0], results[1]))
+    # The plain-Python twins are a comparison, not a candidate: only the native run is judged.
+    if check and (missed := results[0].missed()):
+        click.echo(f"voice-engine bench: targets missed: {', '.join(missed)}", err=True)
+        sys.exit(1)
