@@ -12,6 +12,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,22 @@ def _networks(text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _ca_file(text: str) -> str | None:
+    """A readable PEM bundle of CA certificates (empty: the system store)."""
+    if not text:
+        return None
+    try:
+        with open(text, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        raise ValueError(f"cannot read it: {exc.strerror}") from None
+    try:
+        ssl.create_default_context(cafile=text)
+    except (ssl.SSLError, ValueError):
+        raise ValueError("not a PEM bundle of CA certificates") from None
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     """One configuration name: its parser, help, and whether it is a secret.
@@ -102,6 +119,8 @@ _LISTEN = _ranged(int, 0, 65535)  # 0 picks a free port; the node_ready log line
 FIELDS: tuple[Setting, ...] = (
     Setting("OPENAI_API_KEY", _optional, "upstream key (required unless --simulator)", True),
     Setting("OPENAI_REALTIME_URL", _text, "upstream URL"),
+    Setting("UPSTREAM_CA_FILE", _ca_file, "PEM bundle of CAs trusted for a wss:// upstream "
+            "instead of the system store"),
     Setting("OPENAI_MODEL", _text, "Realtime model"),
     Setting("OPENAI_VOICE", _text, "voice"),
     Setting("LISTEN_HOST", _text, "AudioSocket listener address"),
@@ -150,6 +169,7 @@ class Config:
 
     openai_api_key: str | None = field(default=None, repr=False)
     openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
+    upstream_ca_file: str | None = None
     openai_model: str = "gpt-realtime"
     openai_voice: str = "alloy"
     listen_host: str = "127.0.0.1"

@@ -31,8 +31,9 @@
     │   ├── ClockFailed(cause)                    the clock's write or read for a call raised
     │   └── BadWav(path, reason)                  a WAV file the test caller cannot use
     ├── UpstreamError              the Realtime side failed
-    │   ├── UpstreamRefused(reason)               no connection: refused, DNS, TLS, timeout
+    │   ├── UpstreamRefused(reason)               no connection: refused, DNS, timeout
     │   ├── UpstreamAuthFailed(status)            401 or 403: retrying will not help
+    │   ├── UpstreamTlsFailed(reason)             certificate refused or TLS failed: not retried
     │   ├── UpstreamRateLimited(retry_after)      429
     │   ├── UpstreamRejected(status)              any other handshake answer
     │   ├── UpstreamClosed(code, reason)          the connection closed under a live call
@@ -130,6 +131,7 @@ __all__ = [
     "UpstreamRefused",
     "UpstreamRejected",
     "UpstreamStalled",
+    "UpstreamTlsFailed",
     "WorkerBootFailed",
 ]
 
@@ -359,6 +361,16 @@ class UpstreamAuthFailed(UpstreamError):
         super().__init__(
             f"the Realtime upstream refused our credentials (HTTP {status}); check the API key"
         )
+
+
+class UpstreamTlsFailed(UpstreamError):
+    """TLS with the upstream failed (its certificate was not trusted, say): retrying the same
+    handshake would fail the same way."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"TLS with the Realtime upstream failed: {reason}; check "
+                         "UPSTREAM_CA_FILE and the upstream's certificate")
 
 
 class UpstreamRateLimited(UpstreamError):

@@ -39,6 +39,7 @@ from engine.errors import (
     UpstreamRefused,
     UpstreamRejected,
     UpstreamStalled,
+    UpstreamTlsFailed,
 )
 from engine.realtime import Dialect
 
@@ -71,22 +72,26 @@ def build_url(base: str, model: str) -> str:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where the upstream is and the headers it needs; repr shows header names, never values."""
+    """Where the upstream is, the headers it needs and the CAs it is trusted by (``ca_file``
+    None: the system store); repr shows header names, never values."""
 
     url: str
     headers: tuple[tuple[str, str], ...] = ()
+    ca_file: str | None = None
 
     def __repr__(self) -> str:
         names = tuple(name for name, _ in self.headers)
-        return f"Endpoint(url={self.url!r}, headers={names!r})"
+        return f"Endpoint(url={self.url!r}, headers={names!r}, ca_file={self.ca_file!r})"
 
     __str__ = __repr__
 
     @classmethod
     def for_dialect(
-        cls, dialect: Dialect, base_url: str, model: str, api_key: str | None
+        cls, dialect: Dialect, base_url: str, model: str, api_key: str | None,
+        ca_file: str | None = None,
     ) -> Endpoint:
-        """The endpoint of ``dialect``; ``api_key`` None sends no credentials (the simulator)."""
+        """The endpoint of ``dialect``; ``api_key`` None sends no credentials (the simulator),
+        ``ca_file`` is the PEM bundle trusted instead of the system store (UPSTREAM_CA_FILE)."""
         headers: list[tuple[str, str]] = []
         if api_key:
             if dialect is Dialect.AZURE:
@@ -95,7 +100,7 @@ class Endpoint:
                 headers.append(("Authorization", f"Bearer {api_key}"))
         if dialect is Dialect.BETA:
             headers.append(("OpenAI-Beta", "realtime=v1"))
-        return cls(build_url(base_url, model), tuple(headers))
+        return cls(build_url(base_url, model), tuple(headers), ca_file)
 
     def for_call(self, call_id: str) -> Endpoint:
         """This endpoint with ``X-Client-Request-Id: call_id``, so the upstream's own records of
@@ -400,9 +405,12 @@ os.register_at_fork(after_in_child=frame_builder.cache_clear)
 
 
 @functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """One verifying context per process: loading the CA store costs milliseconds."""
-    return ssl.create_default_context()
+def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    """One verifying context per process and CA bundle: loading a CA store costs milliseconds.
+
+    ``ca_file`` replaces the system store (UPSTREAM_CA_FILE); None uses the system store.
+    """
+    return ssl.create_default_context(cafile=ca_file)
 
 
 def _retry_after(response: Response) -> float | None:
@@ -446,7 +454,7 @@ async def _attempt(
         max_send_buffer=int(options["max_send_buffer"]),
         ping_interval=options["ping_interval"], ping_timeout=options["ping_timeout"],
     )
-    ssl_context = _ssl_context() if wsuri.secure else None
+    ssl_context = _ssl_context(endpoint.ca_file) if wsuri.secure else None
     try:
         async with asyncio.timeout(timeout):
             await loop.create_connection(
@@ -457,6 +465,12 @@ async def _attempt(
     except TimeoutError:
         conn.abort()
         raise UpstreamRefused(f"no answer within {timeout:.3g} s") from None
+    except ssl.SSLCertVerificationError as exc:
+        conn.abort()
+        raise UpstreamTlsFailed(f"certificate not trusted: {exc.verify_message}") from None
+    except ssl.SSLError as exc:
+        conn.abort()
+        raise UpstreamTlsFailed(exc.reason or type(exc).__name__) from None
     except OSError as exc:
         conn.abort()
         raise UpstreamRefused(exc.strerror or type(exc).__name__) from None
@@ -485,7 +499,7 @@ async def connect(
 
     Raises:
         UpstreamError: the last failure (UpstreamRefused, UpstreamAuthFailed,
-            UpstreamRateLimited or UpstreamRejected).
+            UpstreamTlsFailed, UpstreamRateLimited or UpstreamRejected).
     """
     loop = loop or asyncio.get_running_loop()
     end = loop.time() + deadline

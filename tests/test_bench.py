@@ -338,3 +338,22 @@ def test_check_passes_when_every_target_is_met_or_unmeasured(
     assert "floor ratio" in rows["engine_cpu_ms_per_call_s"]
     assert "MISSED" not in passed.output
 
+
+# -- --tls -----------------------------------------------------------------------------------
+
+
+def test_tls_runs_the_calls_over_wss_with_the_runs_own_ca(tmp_path: Path) -> None:
+    out = _bench_command(tmp_path, "--calls", "2", "--duration", "2", "--json", "--tls",
+                         "--response-ms", "600")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)["native"]
+    assert doc["options"]["tls"] is True
+    assert doc["calls"]["connected"] == 2 and doc["calls"]["dropped"] == 0
+    assert doc["simulator"]["sessions"] == 2 and doc["responses"] >= 2
+    assert doc["calls"]["engine_end_reasons"] == {"caller_hangup": 2}
+
+
+def test_tls_is_refused_where_the_bench_cannot_give_the_engine_its_ca() -> None:
+    for changes in ({"floor": True}, {"target": ("127.0.0.1", 9)}):
+        with pytest.raises(BenchError, match="--tls"):
+            BenchOptions(tls=True, **changes)  # type: ignore[arg-type]

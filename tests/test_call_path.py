@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,7 @@ from engine.call import CallSettings
 from engine.config import Config
 from engine.metrics import METRICS
 from engine.sim import Fault, FaultKind, SimConfig, Simulator
+from engine.sim.tls import ThrowawayTls
 from engine.worker import Worker, WorkerLimits
 
 TONE_HZ = 1000.0
@@ -88,15 +91,17 @@ async def node(
     config: Config | None = None,
     limits: WorkerLimits | None = None,
     settings: Callable[[CallSettings], CallSettings] | None = None,
+    sim_tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Node]:
     config = config or make_config()
-    sim = Simulator(sim_config or SimConfig(response_ms=1000, tone_hz=TONE_HZ))
+    sim = Simulator(sim_config or SimConfig(response_ms=1000, tone_hz=TONE_HZ),
+                    ssl_context=sim_tls)
     await sim.start()
     call_settings = CallSettings.from_config(config)
     if settings is not None:
         call_settings = settings(call_settings)
     endpoint = upstream.Endpoint.for_dialect(
-        call_settings.dialect, sim.url, config.openai_model, "sk-test"
+        call_settings.dialect, sim.url, config.openai_model, "sk-test", config.upstream_ca_file
     )
     worker = Worker(config, endpoint, call_settings, limits or WorkerLimits(connect_deadline=2.0))
     port = await worker.start("127.0.0.1", 0)
@@ -413,6 +418,53 @@ def test_an_upstream_fault_hangs_up_that_call_only(fault: str) -> None:
             assert ended(n.worker) == {"caller_hangup": 2, "upstream_failed": 1}
 
     run(main())
+
+
+def test_a_call_over_tls_carries_audio_both_ways(tmp_path: Path) -> None:
+    tls = ThrowawayTls.create(tmp_path)
+
+    async def main() -> None:
+        config = make_config(upstream_ca_file=str(tls.ca_file))
+        async with node(config=config, sim_tls=tls.server_context) as n:
+            assert n.sim.url.startswith("wss://")
+            report = await n.call(pcm=speech(8000, 1.0) + quiet(8000, 2.2), kind=0x10)
+            assert report.hangup == caller.CALLER_FINISHED
+            assert abs(report.frames_received - report.frames_sent) <= 3
+            peak, snr = tone_quality(report.received_pcm, 8000, TONE_HZ)
+            assert abs(peak - TONE_HZ) < 5 and snr > 60
+            (live,) = n.sim.sessions
+            assert live.report.responses >= 1
+            assert live.report.events["input_audio_buffer.append"] >= 70
+            assert_clean(n.sim)
+
+    run(main())
+
+
+def test_an_untrusted_upstream_certificate_hangs_up_cleanly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    tls = ThrowawayTls.create(tmp_path)
+
+    async def main() -> None:
+        # No UPSTREAM_CA_FILE: the system store does not know the simulator's throwaway CA.
+        limits = WorkerLimits(connect_deadline=2.0)
+        async with node(limits=limits, sim_tls=tls.server_context) as n:
+            started = asyncio.get_running_loop().time()
+            report = await n.call(pcm=speech(8000, 0.6) + quiet(8000, 2.4), kind=0x10)
+            assert report.hangup == caller.ENGINE_HANGUP
+            # Refused at once, not retried until the connect deadline.
+            assert asyncio.get_running_loop().time() - started < 1.5
+            assert ended(n.worker) == {"upstream_failed": 1}
+            assert not n.sim.sessions and not n.sim.handshakes
+
+    with caplog.at_level(logging.DEBUG):
+        run(main())
+    (end,) = [log_fields(r) for r in caplog.records if r.getMessage() == "call_ended"]
+    assert end["error_class"] == "UpstreamTlsFailed"
+    assert "certificate" in end["error"] and "UPSTREAM_CA_FILE" in end["error"]
+    assert "sk-test" not in caplog.text
+    assert all("sk-test" not in str(log_fields(r)) for r in caplog.records
+               if "_fields" in vars(r))
 
 
 def test_rate_limited_connect_is_retried() -> None:

@@ -167,3 +167,18 @@ def test_only_settings_that_work_are_declared() -> None:
     # The http tools read BACKEND_API_URL/KEY from the environment by name, in the agent file.
     assert names.isdisjoint({"BACKEND_API_URL", "BACKEND_API_KEY"})
     assert {"AMI_HOST", "AMI_PORT", "AMI_USER", "AMI_PASS"} <= names
+
+
+def test_upstream_ca_file_must_be_a_readable_pem_bundle(tmp_path: Path) -> None:
+    from engine.sim.tls import ThrowawayTls
+
+    tls = ThrowawayTls.create(tmp_path)
+    c = cfg.load({"UPSTREAM_CA_FILE": str(tls.ca_file)}, _empty(tmp_path), require_key=False)
+    assert c.upstream_ca_file == str(tls.ca_file)
+    assert cfg.load({}, _empty(tmp_path), require_key=False).upstream_ca_file is None
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello\n")
+    for path, why in ((tmp_path / "missing.pem", "cannot read it"),
+                      (tmp_path, "cannot read it"), (not_pem, "not a PEM bundle")):
+        with pytest.raises(ConfigError, match=f"UPSTREAM_CA_FILE=.*{why}"):
+            cfg.load({"UPSTREAM_CA_FILE": str(path)}, _empty(tmp_path), require_key=False)

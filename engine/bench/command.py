@@ -127,6 +127,9 @@ def _progress(line: dict[str, Any]) -> None:
 @click.option("--engine-env", "engine_env", multiple=True, metavar="NAME=VALUE",
               help="a setting for the engine the bench starts (repeatable); the bench keeps "
                    "its own environment's settings from it")
+@click.option("--tls", is_flag=True,
+              help="the simulator serves wss:// with a throwaway certificate, and the engine "
+                   "trusts its CA (UPSTREAM_CA_FILE) for this run only")
 @click.option("--check", is_flag=True,
               help="exit with status 1 (after the result) when any target is missed")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
@@ -135,7 +138,7 @@ def command(
     calls: int, duration: float, ramp: float, rate: str, upstream_format: str, append_ms: int,
     workers: int, target: str | None, sim_port: int, engine_cpus: str | None, load_cpus: str | None,
     no_pin: bool, response_ms: int, seed: int, compare_python: bool, floor: bool,
-    engine_env: tuple[str, ...], check: bool, as_json: bool, quiet: bool,
+    engine_env: tuple[str, ...], tls: bool, check: bool, as_json: bool, quiet: bool,
 ) -> None:
     """Load-test an engine: many calls against the built-in Realtime simulator."""
     from engine.bench.run import BenchOptions, main_loop
@@ -152,7 +155,7 @@ def command(
             target=parse_target(target) if target else None,
             engine_cpus=None if target else pin_engine, load_cpus=pin_load,
             response_ms=response_ms, seed=seed, floor=floor, sim_port=sim_port,
-            extra_env=parse_engine_env(engine_env),
+            extra_env=parse_engine_env(engine_env), tls=tls,
         )
         if floor and (target or compare_python):
             raise BenchError("--floor starts its own server; it takes neither --target nor "

@@ -39,6 +39,7 @@ from engine.config import FIELDS
 from engine.errors import BenchError
 from engine.sim import SimConfig, Simulator
 from engine.sim.config import ValidationMode
+from engine.sim.tls import ThrowawayTls
 
 __all__ = ["BenchOptions", "log_lines", "run"]
 
@@ -74,18 +75,23 @@ class BenchOptions:
     model_tone_hz: float = 440.0
     extra_env: tuple[tuple[str, str], ...] = ()
     sim_port: int = 0
+    tls: bool = False  # the simulator serves wss:// with a throwaway CA the engine trusts
 
     def __post_init__(self) -> None:
         if self.upstream_format not in UP_SAMPLES:
             raise BenchError(f"upstream format must be pcm16 or pcmu, not {self.upstream_format!r}")
         if self.calls < 1 or self.duration <= 0 or self.ramp <= 0:
             raise BenchError("calls, duration and ramp must be positive")
+        if self.tls and (self.floor or self.target is not None):
+            raise BenchError("--tls is for an engine the bench starts: the floor has no "
+                             "upstream, and a running engine cannot be given the bench's CA")
 
 
 class EngineProcess:
     """``voice-engine run`` in a child process, its log in a file, its tree measured."""
 
-    def __init__(self, opts: BenchOptions, sim_url: str, workdir: Path) -> None:
+    def __init__(self, opts: BenchOptions, sim_url: str, workdir: Path,
+                 ca_file: Path | None = None) -> None:
         self.opts = opts
         self.log_path = workdir / "engine.log"
         env = {k: v for k, v in os.environ.items() if k not in _CONFIG_NAMES}
@@ -105,6 +111,8 @@ class EngineProcess:
             "LOG_FORMAT": "json",
             "VOICE_ENGINE_IMPL": opts.impl,
         })
+        if ca_file is not None:
+            env["UPSTREAM_CA_FILE"] = str(ca_file)
         env.update(dict(opts.extra_env))
         # The engine imports the same package this process runs (an installed one or a tree).
         root = str(Path(engine_package.__file__).resolve().parent.parent)
@@ -240,20 +248,22 @@ async def run(opts: BenchOptions, progress: Progress | None = None) -> BenchResu
     """
     if opts.load_cpus:
         os.sched_setaffinity(0, opts.load_cpus)
-    recorder = SimRecorder()
-    sim = Simulator(SimConfig(
-        response_ms=opts.response_ms, pacing=opts.sim_pacing, tone_hz=opts.model_tone_hz,
-        validation=ValidationMode.SAMPLE, sample_every=opts.sample_every,
-    ), observer=recorder)
-    await sim.start("127.0.0.1", opts.sim_port)
-    if opts.target is not None and progress is not None:
-        progress({"note": f"simulator listening on {sim.url}: the target engine's "
-                          "OPENAI_REALTIME_URL must point there for the upstream-side figures"})
-    engine: EngineProcess | None = None
     with tempfile.TemporaryDirectory(prefix="voice-engine-bench-") as tmp:
+        tls = ThrowawayTls.create(Path(tmp)) if opts.tls else None
+        recorder = SimRecorder()
+        sim = Simulator(SimConfig(
+            response_ms=opts.response_ms, pacing=opts.sim_pacing, tone_hz=opts.model_tone_hz,
+            validation=ValidationMode.SAMPLE, sample_every=opts.sample_every,
+        ), observer=recorder, ssl_context=tls.server_context if tls else None)
+        await sim.start("127.0.0.1", opts.sim_port)
+        if opts.target is not None and progress is not None:
+            progress({"note": f"simulator listening on {sim.url}: the target engine's "
+                              "OPENAI_REALTIME_URL must point there for the upstream-side "
+                              "figures"})
+        engine: EngineProcess | None = None
         try:
             if opts.target is None:
-                engine = EngineProcess(opts, sim.url, Path(tmp))
+                engine = EngineProcess(opts, sim.url, Path(tmp), tls.ca_file if tls else None)
                 host, port = "127.0.0.1", await engine.ready()
             else:
                 host, port = opts.target
@@ -391,7 +401,7 @@ def _result(
             "engine_cpus": sorted(opts.engine_cpus) if opts.engine_cpus else None,
             "load_cpus": sorted(opts.load_cpus) if opts.load_cpus else None,
             "response_ms": opts.response_ms, "seed": opts.seed,
-            "engine_env": _shown_env(opts.extra_env),
+            "engine_env": _shown_env(opts.extra_env), "tls": opts.tls,
         },
         calls={
             "placed": len(gen.calls), "connected": connected, "failed": gen.failed,

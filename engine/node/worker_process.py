@@ -138,7 +138,8 @@ class _Runtime:
         settings = CallSettings.from_config(config)
         key = config.openai_api_key if boot["key_required"] else None
         endpoint = upstream.Endpoint.for_dialect(settings.dialect, boot["url"],
-                                                 config.openai_model, key)
+                                                 config.openai_model, key,
+                                                 config.upstream_ca_file)
         counts = NodeCounts.attach(Path(boot["counts"]), self.slot)
         self._env = dict(boot.get("env") or {})
         agents = load_agents(config, self._env)

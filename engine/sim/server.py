@@ -16,6 +16,7 @@ import logging
 import math
 import secrets
 import socket
+import ssl
 import time
 import urllib.parse
 from typing import Any, cast
@@ -321,14 +322,16 @@ class Simulator:
     ``await start()``, point a client at :attr:`url`, read :attr:`sessions` (in arrival order)
     for what each connection saw, ``await stop()`` at the end. ``keep_sessions`` bounds how
     many of the latest sessions are kept (a long-running simulator must not grow without
-    end); :meth:`totals` covers the kept ones.
+    end); :meth:`totals` covers the kept ones. With ``ssl_context`` (a server context holding
+    its certificate) it serves ``wss://``.
     """
 
     def __init__(
         self, config: SimConfig | None = None, observer: SimObserver | None = None,
-        keep_sessions: int | None = None,
+        keep_sessions: int | None = None, ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config or SimConfig()
+        self.ssl_context = ssl_context
         self.observer = observer
         self.sessions: collections.deque[LiveSession] = collections.deque(maxlen=keep_sessions)
         self.handshakes: collections.Counter[str] = collections.Counter()
@@ -352,7 +355,8 @@ class Simulator:
     def url(self) -> str:
         """The Realtime URL to give a client (without ``?model=``)."""
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"ws://{host}:{self._port}/v1/realtime"
+        scheme = "wss" if self.ssl_context is not None else "ws"
+        return f"{scheme}://{host}:{self._port}/v1/realtime"
 
     def queue_fault(self, fault: Fault, count: int = 1) -> None:
         """Applies ``fault`` to each of the next ``count`` connections."""
@@ -377,7 +381,7 @@ class Simulator:
                 shared_validator(d.value, "client")
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: LiveSession(self), host, port, backlog=1024
+            lambda: LiveSession(self), host, port, backlog=1024, ssl=self.ssl_context
         )
         sock = self._server.sockets[0]
         self._host, self._port = host, sock.getsockname()[1]
