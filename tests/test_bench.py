@@ -357,3 +357,51 @@ def test_tls_is_refused_where_the_bench_cannot_give_the_engine_its_ca() -> None:
     for changes in ({"floor": True}, {"target": ("127.0.0.1", 9)}):
         with pytest.raises(BenchError, match="--tls"):
             BenchOptions(tls=True, **changes)  # type: ignore[arg-type]
+
+
+# -- --vs-floor ------------------------------------------------------------------------------
+
+
+def test_vs_floor_alternates_the_engine_and_the_floor_and_judges_the_ratio(
+    tmp_path: Path,
+) -> None:
+    out = _bench_command(tmp_path, "--calls", "3", "--duration", "2", "--vs-floor",
+                         "--rounds", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    (only,) = doc["vs_floor"]["rounds"]
+    assert only["engine"]["options"]["floor"] is False and only["floor"]["options"]["floor"]
+    assert only["engine"]["calls"]["connected"] == 3 and only["floor"]["calls"]["connected"] == 3
+    engine, floor = only["engine_cpu_ms_per_call_s"], only["floor_cpu_ms_per_call_s"]
+    assert engine > 0 and floor > 0
+    assert math.isclose(only["ratio"], engine / floor)
+    assert doc["vs_floor"]["median"]["ratio"] == only["ratio"]
+    ratio_met = only["ratio"] <= 1.75
+    assert doc["vs_floor"]["targets"] == {"engine_to_floor_cpu_ratio": ratio_met}
+    assert doc["native"] == only["engine"]
+
+
+def test_vs_floor_table_gives_each_round_the_median_and_the_ratio_targets_source(
+    tmp_path: Path,
+) -> None:
+    out = _bench_command(tmp_path, "--calls", "3", "--duration", "2", "--vs-floor",
+                         "--rounds", "1", "--upstream-format", "pcmu", "--check")
+    assert "-- round 1: engine" in out.stdout
+    row = next(line for line in out.stdout.splitlines()
+               if line.startswith("engine_to_floor_cpu_ratio"))
+    assert "≤ 1.5" in row and "issue 12: 3× the calls per core of the Node.js bridge" in row
+    assert any(line.startswith("median ") for line in out.stdout.splitlines())
+    # --check judges the ratio and the engine round's own targets.
+    assert out.returncode == (1 if "MISSED" in out.stdout else 0), out.stderr
+    if out.returncode:
+        assert "targets missed:" in out.stderr
+
+
+def test_vs_floor_takes_no_floor_target_or_python_comparison() -> None:
+    from click.testing import CliRunner
+
+    from engine.bench.command import command
+
+    for extra in (["--floor"], ["--target", "127.0.0.1:9"], ["--compare-python"]):
+        result = CliRunner().invoke(command, ["--vs-floor", *extra])
+        assert result.exit_code == 2 and "--vs-floor" in result.output

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -12,6 +12,9 @@ import orjson
 from engine.bench.report import BenchResult, render, render_comparison
 from engine.dial import parse_target
 from engine.errors import BenchError, ConfigError
+
+if TYPE_CHECKING:
+    from engine.bench.run import BenchOptions, Progress
 
 __all__ = ["command", "parse_cpus", "parse_engine_env"]
 
@@ -127,6 +130,11 @@ def _progress(line: dict[str, Any]) -> None:
 @click.option("--engine-env", "engine_env", multiple=True, metavar="NAME=VALUE",
               help="a setting for the engine the bench starts (repeatable); the bench keeps "
                    "its own environment's settings from it")
+@click.option("--vs-floor", is_flag=True,
+              help="run the engine and the floor alternately, --rounds each, and judge the "
+                   "ratio of their CPU per call-second")
+@click.option("--rounds", default=2, show_default=True, type=click.IntRange(1),
+              help="rounds of each for --vs-floor")
 @click.option("--tls", is_flag=True,
               help="the simulator serves wss:// with a throwaway certificate, and the engine "
                    "trusts its CA (UPSTREAM_CA_FILE) for this run only")
@@ -138,7 +146,8 @@ def command(
     calls: int, duration: float, ramp: float, rate: str, upstream_format: str, append_ms: int,
     workers: int, target: str | None, sim_port: int, engine_cpus: str | None, load_cpus: str | None,
     no_pin: bool, response_ms: int, seed: int, compare_python: bool, floor: bool,
-    engine_env: tuple[str, ...], tls: bool, check: bool, as_json: bool, quiet: bool,
+    engine_env: tuple[str, ...], vs_floor: bool, rounds: int, tls: bool, check: bool,
+    as_json: bool, quiet: bool,
 ) -> None:
     """Load-test an engine: many calls against the built-in Realtime simulator."""
     from engine.bench.run import BenchOptions, main_loop
@@ -160,9 +169,15 @@ def command(
         if floor and (target or compare_python):
             raise BenchError("--floor starts its own server; it takes neither --target nor "
                              "--compare-python")
+        if vs_floor and (floor or target or compare_python):
+            raise BenchError("--vs-floor starts the engine and the floor itself; it takes "
+                             "neither --floor, --target nor --compare-python")
     except (ConfigError, BenchError) as exc:
         raise click.UsageError(str(exc)) from None
     progress = None if quiet else _progress
+    if vs_floor:
+        _versus_floor(opts, rounds, progress, as_json=as_json, check=check)
+        return
     results: list[BenchResult] = []
     try:
         results.append(main_loop(opts, progress))
@@ -191,6 +206,36 @@ def command(
             click.echo("")
             click.echo(render_comparison(results[0], results[1]))
     # The plain-Python twins are a comparison, not a candidate: only the native run is judged.
-    if check and (missed := results[0].missed()):
+    if check:
+        _exit_on_missed(results[0].missed())
+
+
+def _exit_on_missed(missed: list[str]) -> None:
+    """``--check``: status 1, naming what was missed, when any target was."""
+    if missed:
         click.echo(f"voice-engine bench: targets missed: {', '.join(missed)}", err=True)
         sys.exit(1)
+
+
+def _versus_floor(opts: BenchOptions, rounds: int, progress: Progress | None, *,
+                  as_json: bool, check: bool) -> None:
+    """``--vs-floor``: the rounds, each engine round's table (or all as JSON), the ratio."""
+    from engine.bench.run import main_loop
+    from engine.bench.versus_floor import run_rounds
+
+    try:
+        result = run_rounds(lambda o: main_loop(o, progress), opts, rounds)
+    except BenchError as exc:
+        click.echo(f"voice-engine bench: {exc}", err=True)
+        sys.exit(1)
+    if as_json:
+        doc = {"native": result.engine[0].as_dict(), "vs_floor": result.as_dict()}
+        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    else:
+        for number, engine in enumerate(result.engine, 1):
+            click.echo(f"-- round {number}: engine")
+            click.echo(render(engine))
+            click.echo("")
+        click.echo(result.render())
+    if check:
+        _exit_on_missed(result.missed())
