@@ -676,6 +676,47 @@ def test_command_serves_until_sigint_and_prints_summary() -> None:
     assert "sk-cli-secret" not in stdout + stderr
 
 
+def test_command_serves_wss_with_the_given_certificate(tmp_path: Path) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    pem = tmp_path / "sim.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    code = "from engine.sim.command import command; command()"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "--port", "0", "--tls-cert", str(pem)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "listening on wss://127.0.0.1:" in line, proc.stderr.read() if proc.stderr else ""
+        url = line.rsplit(" ", 1)[1].strip()
+
+        async def body() -> None:
+            async with connect(url, compression=None, ssl=client) as ws:
+                first = orjson.loads(await ws.recv())
+                assert first["type"] == "session.created"
+
+        run(body)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert orjson.loads(stdout)["sessions"] == 1
+    bad = CliRunner().invoke(command, ["--tls-cert", str(tmp_path / "missing.pem")])
+    assert bad.exit_code == 2 and "cannot use the TLS certificate" in bad.output
+    assert CliRunner().invoke(command, ["--tls-key", str(pem)]).exit_code == 2
+
+
 # -- sans-I/O parts ---------------------------------------------------------------------------
 
 
@@ -774,7 +815,8 @@ def test_sim_command_requires_validation_only_when_asked() -> None:
     class Stop(Exception):
         pass
 
-    def capture(config: SimConfig, keep_sessions: int) -> None:
+    def capture(config: SimConfig, keep_sessions: int, ssl_context: object) -> None:
+        assert ssl_context is None  # no --tls-cert: ws://
         seen.append(config)
         raise Stop
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import math
 import signal
+import ssl
 import sys
 
 import click
@@ -37,6 +38,20 @@ def _tool(text: str) -> ToolScript:
     if not sep or not cue:
         raise click.BadParameter(f"{text!r}: use NAME@N (N = response number) or NAME:CUE")
     return ToolScript(name=name, cue=cue)
+
+
+def _server_tls(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """The server context for ``--tls-cert`` (and ``--tls-key``), or None to serve ws://."""
+    if cert is None:
+        if key is not None:
+            raise click.UsageError("--tls-key needs --tls-cert")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise click.UsageError(f"cannot use the TLS certificate {cert}: {exc}") from None
+    return context
 
 
 async def serve_until_signal(sim: Simulator, host: str, port: int) -> None:
@@ -78,13 +93,16 @@ async def serve_until_signal(sim: Simulator, host: str, port: int) -> None:
 @click.option("--sample-every", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--fault", "faults", multiple=True,
               help="for every connection: refuse, 401, 429[:SECONDS], close:MS, stall:MS")
+@click.option("--tls-cert", default=None, metavar="PEM",
+              help="serve wss:// with this certificate chain (and its key, unless --tls-key)")
+@click.option("--tls-key", default=None, metavar="PEM", help="the key of --tls-cert")
 @click.option("--tool", "tools", multiple=True,
               help="scripted function call: NAME@N on response N, or NAME:CUE on a user text cue")
 def command(
     host: str, port: int, dialect: str, api_key: str | None, response_ms: int, delta_ms: int,
     pacing: float, signal_name: str, tone_hz: float, level_dbfs: float,
     vad_threshold_dbfs: float, vad_silence_ms: int, validation: str, sample_every: int,
-    faults: tuple[str, ...], tools: tuple[str, ...],
+    faults: tuple[str, ...], tools: tuple[str, ...], tls_cert: str | None, tls_key: str | None,
 ) -> None:
     """Run the built-in OpenAI Realtime simulator alone (until SIGINT/SIGTERM)."""
     try:
@@ -107,7 +125,7 @@ def command(
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    sim = Simulator(config, keep_sessions=1000)
+    sim = Simulator(config, keep_sessions=1000, ssl_context=_server_tls(tls_cert, tls_key))
     try:
         import uvloop
 
