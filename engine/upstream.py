@@ -150,6 +150,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._held: list[bytes | str] | None = []
         self._held_close: tuple[UpstreamError | None] | None = None
         self._fragments: list[bytes] = []
+        self._reader: Any = None  # a wsframe.FrameReader once the handshake is done
         self._closing = False
         self._notified = False
         self._ping_timer: asyncio.TimerHandle | None = None
@@ -228,6 +229,30 @@ class UpstreamConnection(asyncio.Protocol):
         self._flush()
 
     def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        if reader is None:
+            self._receive(data)
+            protocol = self._protocol
+            if (protocol.state is State.OPEN and self.handshake.done()
+                    and not protocol.reader.buffer):
+                # At a frame boundary once open: data frames skip websockets' parser from here.
+                self._reader = wsframe.FrameReader(MAX_MESSAGE, False)
+            return
+        for item in reader.feed(data):
+            if type(item) is tuple:
+                self._data_frame(*item)
+            else:
+                self._receive(item)
+        violation = reader.violation
+        if violation is not None and self._protocol.state is State.OPEN:
+            self._protocol.fail(*violation)
+            self._flush()
+            if not self._closing:
+                self._notify(UpstreamBadEvent(f"WebSocket protocol error: {violation[1]}"))
+            self._expect_close()
+
+    def _receive(self, data: bytes) -> None:
+        """Bytes for websockets' protocol: the handshake, control frames, anything unusual."""
         protocol = self._protocol
         protocol.receive_data(data)
         for event in protocol.events_received():
@@ -283,19 +308,24 @@ class UpstreamConnection(asyncio.Protocol):
         else:
             self.handshake.set_exception(_handshake_error(response))
 
-    def _frame(self, frame: Frame) -> None:
-        opcode = frame.opcode
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if frame.fin:
-                self._deliver(bytes(frame.data))
+    def _data_frame(self, opcode: int, fin: bool, payload: bytes) -> None:
+        """A text, binary or continuation frame: whole messages go to the listener."""
+        if opcode:
+            if fin:
+                self._deliver(payload)
             else:
-                self._fragments = [bytes(frame.data)]
-        elif opcode is Opcode.CONT:
-            self._fragments.append(bytes(frame.data))
-            if frame.fin:
+                self._fragments = [payload]
+        else:
+            self._fragments.append(payload)
+            if fin:
                 data = b"".join(self._fragments)
                 self._fragments = []
                 self._deliver(data)
+
+    def _frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY or opcode is Opcode.CONT:
+            self._data_frame(opcode, frame.fin, bytes(frame.data))
         elif opcode is Opcode.PONG:
             if frame.data == self._ping_data and self._pong_timer is not None:
                 self._pong_timer.cancel()

@@ -842,3 +842,26 @@ def test_a_long_running_simulator_keeps_only_the_latest_sessions() -> None:
         assert sim.handshakes["accepted"] == 4
 
     run(body)
+
+
+def test_fragmented_appends_pings_and_a_bad_continuation_over_the_frame_reader() -> None:
+    async def body() -> None:
+        sim = await started(FAST)
+        ws, c = await open_client(sim)
+        async with ws:
+            await c.recv()
+            live = next(iter(sim._live))
+            assert live._reader is not None  # data frames now skip websockets' parser
+            audio = base64.b64encode(silence(200)).decode()
+            text = orjson.dumps({"type": "input_audio_buffer.append", "audio": audio}).decode()
+            await ws.send([text[:100], text[100:2000], text[2000:]])  # one message, 3 frames
+            pong = await ws.ping(b"still there")
+            await asyncio.wait_for(pong, 2)
+            assert live.core.input_samples == 24000 * 200 // 1000
+            assert not live._reader.passthrough
+            ws.transport.write(bytes([0x80, 0x81]) + bytes(4) + b"x")  # a stray continuation
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 3)
+        assert ws.close_code == 1002 and "unexpected continuation" in (ws.close_reason or "")
+
+    run(body)

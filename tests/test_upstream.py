@@ -15,6 +15,7 @@ from websockets.http11 import Request, Response
 from engine import upstream
 from engine.errors import (
     UpstreamAuthFailed,
+    UpstreamBadEvent,
     UpstreamClosed,
     UpstreamError,
     UpstreamRateLimited,
@@ -252,5 +253,35 @@ def test_a_full_send_buffer_fails_instead_of_growing() -> None:
         assert isinstance(error, UpstreamStalled) and error.what == "send buffer"
         srv.close()
         await srv.wait_closed()
+
+    run(main())
+
+
+def test_pongs_and_a_bad_continuation_through_the_frame_reader() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send('{"type":"session.created"}')
+        await ws.recv()
+        await asyncio.sleep(0.4)  # the client's pings are answered meanwhile
+        ws.transport.write(bytes([0x80, 0x01]) + b"x")  # a continuation with no message begun
+        await ws.wait_closed()
+
+    async def main() -> None:
+        srv, url = await server(handler)
+        listener = Listener()
+        conn = await upstream.connect(endpoint(url), listener, ping_interval=0.05,
+                                      ping_timeout=0.3)
+        for _ in range(100):
+            if listener.messages:
+                break
+            await asyncio.sleep(0.01)
+        conn.send(b"{}")
+        await asyncio.wait_for(listener.done.wait(), 3)
+        srv.close()
+        await srv.wait_closed()
+        assert listener.messages == [b'{"type":"session.created"}']
+        assert conn._reader is not None and not conn._reader.passthrough
+        (error,) = listener.closed
+        assert isinstance(error, UpstreamBadEvent)
+        assert "unexpected continuation frame" in str(error)
 
     run(main())

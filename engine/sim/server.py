@@ -29,6 +29,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from engine import logs
+from engine._impl import wsframe
 from engine.sim.config import Dialect, Fault, FaultKind, SimConfig, ValidationMode
 from engine.sim.session import (
     Response as SimResponse,
@@ -48,6 +49,7 @@ log = logging.getLogger("engine.sim")
 
 _SESSION_FAULTS = (FaultKind.CLOSE, FaultKind.STALL)
 MAX_MESSAGE = 2**24
+_DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 CLOSE_TIMEOUT = 1.0
 
 
@@ -97,6 +99,7 @@ class LiveSession(asyncio.Protocol):
         self._timers: list[asyncio.TimerHandle] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._fragments: list[bytes] | None = None
+        self._reader: Any = None  # a wsframe.FrameReader once the session is open
         self._close_timer: asyncio.TimerHandle | None = None
         self.faults: list[Fault] = []  # CLOSE and STALL, applied once the session is open
 
@@ -119,8 +122,26 @@ class LiveSession(asyncio.Protocol):
         self.sim._live.add(self)
 
     def data_received(self, data: bytes) -> None:
-        self.protocol.receive_data(data)
-        self._events()
+        reader = self._reader
+        if reader is None:
+            protocol = self.protocol
+            protocol.receive_data(data)
+            self._events()
+            if (protocol.state is State.OPEN and self.core is not None
+                    and not protocol.reader.buffer):
+                # At a frame boundary once open: data frames skip websockets' parser from here.
+                self._reader = wsframe.FrameReader(MAX_MESSAGE, True)
+            return
+        for item in reader.feed(data):
+            if type(item) is tuple:
+                self._data_frame(*item)
+            else:
+                self.protocol.receive_data(item)
+                self._events()
+        if reader.violation is not None and self.protocol.state is State.OPEN:
+            self.protocol.fail(*reader.violation)
+            self._flush()
+            self._expect_close()
 
     def eof_received(self) -> bool:
         self.protocol.receive_eof()
@@ -202,23 +223,26 @@ class LiveSession(asyncio.Protocol):
     def _events(self) -> None:
         for event in self.protocol.events_received():
             if isinstance(event, Frame):
-                opcode = event.opcode
-                payload = cast(bytes, event.data)  # bytes as websockets parses them
-                if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-                    if event.fin:
-                        self._message(payload)
-                    else:
-                        self._fragments = [payload]
-                elif opcode is Opcode.CONT and self._fragments is not None:
-                    self._fragments.append(payload)
-                    if event.fin:
-                        data, self._fragments = b"".join(self._fragments), None
-                        self._message(data)
+                if event.opcode in _DATA:
+                    self._data_frame(event.opcode, event.fin, cast(bytes, event.data))
             elif isinstance(event, Request):
                 self._handshake(event)
         self._flush()
         if self.protocol.close_expected():
             self._expect_close()
+
+    def _data_frame(self, opcode: int, fin: bool, payload: bytes) -> None:
+        """A text, binary or continuation frame: whole messages go to the session."""
+        if opcode:
+            if fin:
+                self._message(payload)
+            else:
+                self._fragments = [payload]
+        elif self._fragments is not None:
+            self._fragments.append(payload)
+            if fin:
+                data, self._fragments = b"".join(self._fragments), None
+                self._message(data)
 
     def _handshake(self, request: Request) -> None:
         response = self.sim._process_request(self, request)
