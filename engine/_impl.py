@@ -17,13 +17,13 @@ from types import ModuleType
 from engine.errors import ConfigError, NativeExtensionMissing
 
 __all__ = [
-    "IMPL", "MODULES", "audiosocket", "b64", "clockpass", "g711", "load", "playout", "resample",
-    "timerfd", "uplink", "wsframe",
+    "IMPL", "MODULES", "audiosocket", "b64", "clockpass", "energy", "g711", "load", "playout",
+    "resample", "timerfd", "uplink", "wsframe",
 ]
 
 MODULES = (
-    "audiosocket", "b64", "clockpass", "g711", "playout", "resample", "timerfd", "uplink",
-    "wsframe",
+    "audiosocket", "b64", "clockpass", "energy", "g711", "playout", "resample", "timerfd",
+    "uplink", "wsframe",
 )
 _PACKAGES = {"native": "engine._native", "python": "engine._pure"}
 
@@ -52,6 +52,7 @@ IMPL = os.environ.get("VOICE_ENGINE_IMPL", "native").strip().lower() or "native"
 audiosocket = load(IMPL, "audiosocket")
 b64 = load(IMPL, "b64")
 clockpass = load(IMPL, "clockpass")
+energy = load(IMPL, "energy")
 g711 = load(IMPL, "g711")
 playout = load(IMPL, "playout")
 resample = load(IMPL, "resample")

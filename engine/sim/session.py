@@ -13,7 +13,6 @@ the adapter reported sent, which is what ``conversation.item.truncate`` is check
 
 from __future__ import annotations
 
-import binascii
 import collections
 import itertools
 import secrets
@@ -22,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from engine._impl import g711
+from engine._impl import b64, g711
 from engine.sim import events as ev
 from engine.sim.config import Dialect, SimConfig, ToolScript
 from engine.sim.response_audio import AudioFormat, ResponseAudio, response_audio
@@ -153,6 +152,7 @@ class SimSession:
         self._validator = validator
         self._sample_every = sample_every
         self._counter = itertools.count(1)
+        self._received = 0  # client events, for sampled validation
         self._vad = self._new_vad(0)
         self._input_ms = 0  # all input audio received
         self.input_samples = 0  # the same, in samples at the input format's rate
@@ -195,6 +195,7 @@ class SimSession:
         kind = str(event.get("type"))
         client_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
         self.report.events[kind] += 1
+        self._received += 1
         if self._validator is not None and self._due_for_validation():
             problem = self._validator.problem(event)
             if problem is not None:
@@ -206,7 +207,7 @@ class SimSession:
         return [self._stamp(o) if isinstance(o, dict) else o for o in out]
 
     def _due_for_validation(self) -> bool:
-        total = self.report.events.total()
+        total = self._received
         return self._sample_every <= 1 or total % self._sample_every == 1
 
     def _invalid(self, kind: str, client_id: str | None, reason: str) -> list[Any]:
@@ -230,8 +231,8 @@ class SimSession:
 
     def _on_append(self, event: dict[str, Any], client_id: str | None) -> list[Any]:
         try:
-            data = binascii.a2b_base64(event.get("audio", ""))
-        except (binascii.Error, TypeError):
+            data = b64.b64decode(event.get("audio", ""))
+        except (ValueError, TypeError):
             return self._mistake("bad base64", "Invalid base64 audio", "invalid_value", client_id)
         fmt = self.settings.input_format
         if fmt == AudioFormat.PCMU:
