@@ -865,3 +865,21 @@ def test_fragmented_appends_pings_and_a_bad_continuation_over_the_frame_reader()
         assert ws.close_code == 1002 and "unexpected continuation" in (ws.close_reason or "")
 
     run(body)
+
+
+@pytest.mark.parametrize("n", [0, 125, 126, 65535, 65536])
+def test_the_simulators_own_text_frames_parse_as_websockets_reads_them(n: int) -> None:
+    from websockets.frames import Frame, Opcode
+    from websockets.streams import StreamReader
+
+    from engine.sim.server import _text_header
+
+    data = b"a" * n
+    reader = StreamReader()
+    reader.feed_data(_text_header(n) + data)
+    parser = Frame.parse(reader.read_exact, mask=False)
+    with pytest.raises(StopIteration) as done:
+        next(parser)
+    frame = done.value.value
+    assert frame.opcode is Opcode.TEXT and frame.fin and frame.data == data
+    assert not reader.buffer

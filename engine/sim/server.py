@@ -53,6 +53,15 @@ _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 CLOSE_TIMEOUT = 1.0
 
 
+def _text_header(n: int) -> bytes:
+    """The header of a final, unmasked server text frame of ``n`` bytes (RFC 6455 5.2)."""
+    if n < 126:
+        return bytes((0x81, n))
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big")
+    return b"\x81\x7f" + n.to_bytes(8, "big")
+
+
 class SimObserver:
     """Hears, with a ``time.monotonic()`` stamp, what the sessions receive and send.
 
@@ -305,8 +314,11 @@ class LiveSession(asyncio.Protocol):
             if self.observer is not None:
                 self.observer.sent(self, event, time.monotonic())
             data = orjson.dumps(event)
-        self.protocol.send_text(data)
-        self._flush()
+        # The frame written here, not by websockets' send_text: its protocol keeps no state
+        # for data frames it sends, and its own output is flushed as soon as it arises.
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.writelines((_text_header(len(data)), data))
 
     def _flush(self) -> None:
         write_output(self.protocol, self.transport)
