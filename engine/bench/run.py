@@ -120,7 +120,8 @@ class EngineProcess:
         self._log = self.log_path.open("wb")
         argv = [sys.executable, "-m", "engine", "run", "--workers", str(opts.workers)]
         if opts.floor:
-            argv = [sys.executable, "-m", "engine.bench.floor", env["LISTEN_PORT"]]
+            argv = [sys.executable, "-m", "engine.bench.floor", env["LISTEN_PORT"],
+                    str(opts.rate)]
         self.proc = subprocess.Popen(
             argv,
             cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
