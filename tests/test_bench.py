@@ -405,3 +405,22 @@ def test_vs_floor_takes_no_floor_target_or_python_comparison() -> None:
     for extra in (["--floor"], ["--target", "127.0.0.1:9"], ["--compare-python"]):
         result = CliRunner().invoke(command, ["--vs-floor", *extra])
         assert result.exit_code == 2 and "--vs-floor" in result.output
+
+
+# -- probe calls -----------------------------------------------------------------------------
+
+
+def test_times_come_from_the_probe_calls_and_counts_from_every_call() -> None:
+    r = _bench(calls=6, probe_calls=2, duration=3.0)
+    assert r.calls["connected"] == 6 and r.calls["dropped"] == 0
+    assert r.options["probe_calls"] == 2
+    assert r.timing_from == "probe calls: 2, kernel receive timestamps"
+    assert r.as_dict()["timing_from"] == r.timing_from and r.timing_from in render(r)
+    assert r.generator_clock["unstamped_reads"] == 0
+    # Every frame of every call is counted; only the two probe calls' are timed.
+    assert 100 < r.pacing_all.intervals < 3 * (3.0 + 2.0) / PERIOD
+    assert r.responses >= 6 and len(r.snr_down_db) == 6
+    assert 1 <= r.first_frame.count <= r.responses and r.append_newest.count > 20
+    assert BenchOptions(calls=3).probes == 3
+    with pytest.raises(BenchError, match="probe call"):
+        BenchOptions(probe_calls=0)

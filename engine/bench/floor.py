@@ -65,12 +65,15 @@ class FloorServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._t0 = 0.0
         self._k = 0
+        self._server: asyncio.Server | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     async def start(self, host: str, port: int) -> int:
         loop = self._loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: _Conn(self), host, port, backlog=1024)
+        server = self._server = await loop.create_server(lambda: _Conn(self), host, port,
+                                                         backlog=1024)
         self._t0 = loop.time()
-        loop.call_at(self._t0 + 0.020, self._tick)
+        self._timer = loop.call_at(self._t0 + 0.020, self._tick)
         bound: int = server.sockets[0].getsockname()[1]
         return bound
 
@@ -82,7 +85,20 @@ class FloorServer:
         for conn in self.conns:
             if conn.transport is not None:
                 conn.transport.write(frame)
-        loop.call_at(self._t0 + (self._k + 1) * 0.020, self._tick)
+        self._timer = loop.call_at(self._t0 + (self._k + 1) * 0.020, self._tick)
+
+    async def stop(self) -> None:
+        """Stops the clock, closes every connection and stops listening."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for conn in list(self.conns):
+            if conn.transport is not None:
+                conn.transport.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
 
 
 async def _serve(port: int, rate: int) -> None:

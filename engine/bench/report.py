@@ -94,6 +94,11 @@ class BenchResult:
         "cpu": _cpu_model(), "nproc": os.cpu_count(), "python": platform.python_version(),
     })
 
+    @property
+    def timing_from(self) -> str:
+        """Which calls the timing figures come from, and on what clock."""
+        return f"probe calls: {self.options.get('probe_calls')}, kernel receive timestamps"
+
     def headline(self) -> dict[str, float | None]:
         """The figures the targets judge."""
         return {
@@ -124,6 +129,7 @@ class BenchResult:
             "options": self.options,
             "machine": self.machine,
             "calls": self.calls,
+            "timing_from": self.timing_from,
             "pacing_in_response": self.pacing_in_response.as_dict(),
             "pacing_all": self.pacing_all.as_dict(),
             "responses": self.responses,
@@ -214,6 +220,7 @@ def render(r: BenchResult) -> str:
             f"({_fmt(r.engine_cpu_pct, ' %', 1)} of a core, {kernel} of it in the kernel)",
             f"memory       {_fmt(r.engine_kb_per_call, ' KB', 1)} per call",
             f"pacing       every frame: {_spread(r.pacing_all)}",
+            f"             ({r.timing_from})",
             f"generator    {r.bench_cpu_pct:.0f} % of a core",
         ])
     snr_down = _spread_db(r.snr_down_db)
@@ -237,6 +244,7 @@ def render(r: BenchResult) -> str:
         f"worker ({_fmt(r.engine_rss_idle_mb, ' MB', 1)}) {judged('engine_kb_per_call')}",
         f"pacing       in responses: {_spread(r.pacing_in_response)} {judged('pacing_p99_ms')}",
         f"             every frame:  {_spread(r.pacing_all)}",
+        f"             timing figures from {r.timing_from}",
         f"underruns    {r.underruns} inside responses {judged('underruns')}",
         f"first frame  {_spread(r.first_frame)} {judged('first_frame_p99_ms')}",
         f"caller→up    newest frame {_spread(r.append_newest)}",

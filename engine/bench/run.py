@@ -76,12 +76,20 @@ class BenchOptions:
     extra_env: tuple[tuple[str, str], ...] = ()
     sim_port: int = 0
     tls: bool = False  # the simulator serves wss:// with a throwaway CA the engine trusts
+    probe_calls: int = 20  # read with kernel timestamps; the timing figures come from these
+
+    @property
+    def probes(self) -> int:
+        """The probe calls this run makes (``probe_calls``, at most ``calls``)."""
+        return min(self.probe_calls, self.calls)
 
     def __post_init__(self) -> None:
         if self.upstream_format not in UP_SAMPLES:
             raise BenchError(f"upstream format must be pcm16 or pcmu, not {self.upstream_format!r}")
         if self.calls < 1 or self.duration <= 0 or self.ramp <= 0:
             raise BenchError("calls, duration and ramp must be positive")
+        if self.probe_calls < 1:
+            raise BenchError("at least one probe call is needed for the timing figures")
         if self.tls and (self.floor or self.target is not None):
             raise BenchError("--tls is for an engine the bench starts: the floor has no "
                              "upstream, and a running engine cannot be given the bench's CA")
@@ -281,7 +289,8 @@ async def _load(
 ) -> BenchResult:
     gen = LoadGenerator(host, port, rate=opts.rate,
                         up_samples_per_frame=UP_SAMPLES[opts.upstream_format],
-                        pattern=opts.pattern, tone=opts.tone, seed=opts.seed)
+                        pattern=opts.pattern, tone=opts.tone, seed=opts.seed,
+                        probe_calls=opts.probes)
     await asyncio.sleep(0.5)
     rss_idle = engine.tree.rss_bytes() if engine is not None else 0
     loop = asyncio.get_running_loop()
@@ -341,7 +350,7 @@ async def _progress(
             await asyncio.wait_for(stop.wait(), 1.0)
         now = time.monotonic()
         cpu = engine.tree.cpu_seconds() if engine is not None else 0.0
-        frames = sum(len(c.trace.rx_times) for c in gen.calls)
+        frames = sum(len(c.trace.rx_audio) for c in gen.calls)
         live = len(gen.live)
         dt = max(1e-6, now - then)
         progress({
@@ -363,11 +372,13 @@ def _result(
     opts: BenchOptions, gen: LoadGenerator, sim: Simulator, recorder: SimRecorder,
     window: _Window, rss_idle: int, held: int, engine_lines: list[dict[str, Any]],
 ) -> BenchResult:
+    # Counts come from every call; times from the probe calls alone, the only ones stamped.
     traces = [c.trace for c in gen.calls if c.outcome.connected]
+    probes = [c.trace for c in gen.calls if c.outcome.connected and c.probe]
     pairs = []
     for call in gen.calls:
         entry = recorder.logs.get(str(call.uuid))
-        if call.outcome.connected and entry is not None:
+        if call.outcome.connected and call.probe and entry is not None:
             pairs.append((call.trace, entry.trace()))
     cuts = {id(t): s.speech_started for t, s in pairs}
     first = [d for t, s in pairs for d in measure.first_frame_delays(t, s)]
@@ -403,6 +414,7 @@ def _result(
             "load_cpus": sorted(opts.load_cpus) if opts.load_cpus else None,
             "response_ms": opts.response_ms, "seed": opts.seed,
             "engine_env": _shown_env(opts.extra_env), "tls": opts.tls,
+            "probe_calls": opts.probes,
         },
         calls={
             "placed": len(gen.calls), "connected": connected, "failed": gen.failed,
@@ -412,8 +424,8 @@ def _result(
             "engine_end_reasons": dict(ends),
         },
         pacing_in_response=measure.response_pacing(
-            traces, cuts=[cuts.get(id(t), ()) for t in traces]),
-        pacing_all=measure.all_pacing(traces),
+            probes, cuts=[cuts.get(id(t), ()) for t in probes]),
+        pacing_all=measure.all_pacing(probes),
         responses=measure.response_count(traces),
         underruns=measure.underruns(traces),
         model_share=measure.model_share(traces),
