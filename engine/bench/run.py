@@ -35,6 +35,7 @@ from engine.bench.loadgen import CallerTone, LoadGenerator, TalkPattern
 from engine.bench.observe import SimRecorder
 from engine.bench.procstat import ProcessTree
 from engine.bench.report import BenchResult
+from engine.bench.wakeup import WakeupProbe
 from engine.config import FIELDS
 from engine.errors import BenchError
 from engine.sim import SimConfig, Simulator
@@ -239,6 +240,7 @@ class _Window:
     rss_peak: int = 0
     bench_cpu0: float = 0.0
     bench_cpu1: float = 0.0
+    wakeup: measure.Spread | None = None
 
 
 def _own_cpu() -> float:
@@ -298,12 +300,16 @@ async def _load(
     window = _Window()
     stop_progress = asyncio.Event()
     reporter = loop.create_task(_progress(gen, engine, began, window, stop_progress, progress))
+    wakeup: WakeupProbe | None = None
     try:
         await gen.start(opts.calls, opts.ramp)
         if not gen.live:
             raise BenchError(f"no call could be placed to {host}:{port} "
                              f"({gen.failed} failed to connect)")
-        await asyncio.sleep(_SETTLE)
+        # The probe starts now, so that its own start-up is over before the hold it measures.
+        planned = time.monotonic() + _SETTLE
+        wakeup = WakeupProbe(planned, planned + opts.duration, opts.engine_cpus)
+        await asyncio.sleep(planned - time.monotonic())
         window.started = time.monotonic()
         window.cpu0 = engine.tree.cpu_times() if engine is not None else (0.0, 0.0)
         window.bench_cpu0 = _own_cpu()
@@ -321,10 +327,13 @@ async def _load(
         window.bench_cpu1 = _own_cpu()
         held = len(gen.live)
         per_worker = await engine.worker_calls() if engine is not None else None
+        window.wakeup = await wakeup.result()
     finally:
         stop_progress.set()
         await reporter
         await gen.stop()
+        if wakeup is not None:
+            wakeup.close()
     await asyncio.sleep(0.3)
     engine_lines = engine.lines() if engine is not None else []
     result = _result(opts, gen, sim, recorder, window, rss_idle, held, engine_lines)
@@ -402,6 +411,7 @@ def _result(
     user = window.cpu1[0] - window.cpu0[0]
     system = window.cpu1[1] - window.cpu0[1]
     cpu = user + system
+    bench_cpu = window.bench_cpu1 - window.bench_cpu0
     totals = sim.totals()
     return BenchResult(
         options={
@@ -444,7 +454,10 @@ def _result(
                             if opts.target is None and held else None),
         hold_s=hold,
         call_seconds=window.call_seconds,
-        bench_cpu_pct=100 * (window.bench_cpu1 - window.bench_cpu0) / hold,
+        bench_cpu_pct=100 * bench_cpu / hold,
+        bench_cpu_ms_per_call_s=(1000 * bench_cpu / window.call_seconds
+                                 if window.call_seconds else None),
+        wakeup=window.wakeup,
         generator_clock=gen.clock_stats(),
         snr_down_db=_snr_down(gen, opts),
         snr_up_db=_snr_up(recorder, opts),
