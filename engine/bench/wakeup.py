@@ -34,7 +34,8 @@ _EXIT_GRACE = 5.0  # after END, for the process to print and exit
 def lateness(start: float, end: float, period: float) -> array[float]:
     """Sleeps to deadlines ``start + k * period`` until ``end``; seconds late per wake-up.
 
-    A wake-up that finds several deadlines passed is as late as the oldest of them.
+    A wake-up that finds several deadlines passed is as late as the oldest of them. Deadlines
+    already past when it starts (a slow start of this process) are skipped, not counted late.
     """
     from engine._impl import timerfd
 
@@ -44,6 +45,9 @@ def lateness(start: float, end: float, period: float) -> array[float]:
         fd = timer.fileno()
         os.set_blocking(fd, True)
         first = start + period
+        behind = time.monotonic() - first
+        if behind >= 0:
+            first += (int(behind / period) + 1) * period
         timer.arm(first, period)
         served = 0
         while True:
