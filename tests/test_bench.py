@@ -59,6 +59,9 @@ def test_a_small_bench_measures_every_figure(upstream_format: str, figures: list
     assert r.barge_in_stop.max_ms < 200  # the engine cut the answer; natural ends are > 1 s
     assert r.engine_cpu_ms_per_call_s is not None and r.engine_cpu_ms_per_call_s > 0
     assert r.engine_kb_per_call is not None and r.call_seconds > 20
+    assert r.bench_cpu_ms_per_call_s is not None and r.bench_cpu_ms_per_call_s > 0
+    assert r.wakeup is not None and r.wakeup.count > 500
+    assert 0 <= r.wakeup.p50_ms <= r.wakeup.p99_ms <= r.wakeup.max_ms
     floor_db = 80 if upstream_format == "pcm16" else 30
     assert r.snr_down_db and min(r.snr_down_db) > floor_db
     assert r.snr_up_db and min(r.snr_up_db) > floor_db
@@ -69,6 +72,9 @@ def test_a_small_bench_measures_every_figure(upstream_format: str, figures: list
     assert doc["calls"]["connected"] == 6 and doc["targets"]["dropped"] is True
     text = render(r)
     assert "engine CPU" in text and "barge-in" in text and "tone SNR" in text
+    assert "wake-ups     5 ms timer" in text and "per call-second)" in text
+    assert doc["wakeup_latency"]["count"] == r.wakeup.count
+    assert doc["bench_cpu_ms_per_call_s"] > 0
     figures.append(
         f"bench, 6 calls {upstream_format}: first frame p99 {r.first_frame.p99_ms:.2f} ms, "
         f"barge-in stop max {r.barge_in_stop.max_ms:.2f} ms, tone SNR "
@@ -379,6 +385,14 @@ def test_vs_floor_alternates_the_engine_and_the_floor_and_judges_the_ratio(
     ratio_met = only["ratio"] <= 1.75
     assert doc["vs_floor"]["targets"] == {"engine_to_floor_cpu_ratio": ratio_met}
     assert doc["native"] == only["engine"]
+    # Each side's probe pacing and the machine's wake-ups stand beside the CPU figures.
+    assert only["floor_pacing_all_p99_ms"] == only["floor"]["pacing_all"]["p99_ms"] is not None
+    assert only["floor_pacing_in_response_p99_ms"] is None  # the floor plays no answer
+    assert only["engine_pacing_in_response_p99_ms"] is not None
+    for side in ("engine", "floor"):
+        wakeup = [only[f"{side}_wakeup_{q}_ms"] for q in ("p50", "p99", "max")]
+        assert 0 <= wakeup[0] <= wakeup[1] <= wakeup[2]
+        assert only[side]["wakeup_latency"]["p99_ms"] == wakeup[1]
 
 
 def test_vs_floor_table_gives_each_round_the_median_and_the_ratio_targets_source(
@@ -391,6 +405,8 @@ def test_vs_floor_table_gives_each_round_the_median_and_the_ratio_targets_source
                if line.startswith("engine_to_floor_cpu_ratio"))
     assert "≤ 1.5" in row and "issue 12: 3× the calls per core of the Node.js bridge" in row
     assert any(line.startswith("median ") for line in out.stdout.splitlines())
+    assert "wake (floor)" in out.stdout
+    assert "probe calls: 3, kernel receive timestamps" in out.stdout
     # --check judges the ratio and the engine round's own targets.
     assert out.returncode == (1 if "MISSED" in out.stdout else 0), out.stderr
     if out.returncode:
@@ -405,3 +421,22 @@ def test_vs_floor_takes_no_floor_target_or_python_comparison() -> None:
     for extra in (["--floor"], ["--target", "127.0.0.1:9"], ["--compare-python"]):
         result = CliRunner().invoke(command, ["--vs-floor", *extra])
         assert result.exit_code == 2 and "--vs-floor" in result.output
+
+
+# -- probe calls -----------------------------------------------------------------------------
+
+
+def test_times_come_from_the_probe_calls_and_counts_from_every_call() -> None:
+    r = _bench(calls=6, probe_calls=2, duration=3.0)
+    assert r.calls["connected"] == 6 and r.calls["dropped"] == 0
+    assert r.options["probe_calls"] == 2
+    assert r.timing_from == "probe calls: 2, kernel receive timestamps"
+    assert r.as_dict()["timing_from"] == r.timing_from and r.timing_from in render(r)
+    assert r.generator_clock["unstamped_reads"] == 0
+    # Every frame of every call is counted; only the two probe calls' are timed.
+    assert 100 < r.pacing_all.intervals < 3 * (3.0 + 2.0) / PERIOD
+    assert r.responses >= 6 and len(r.snr_down_db) == 6
+    assert 1 <= r.first_frame.count <= r.responses and r.append_newest.count > 20
+    assert BenchOptions(calls=3).probes == 3
+    with pytest.raises(BenchError, match="probe call"):
+        BenchOptions(probe_calls=0)

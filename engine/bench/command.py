@@ -122,6 +122,9 @@ def _progress(line: dict[str, Any]) -> None:
 @click.option("--response-ms", default=3000, show_default=True, type=click.IntRange(100),
               help="length of each simulated model answer")
 @click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--probe-calls", default=20, show_default=True, type=click.IntRange(1),
+              help="calls read with kernel receive timestamps (at most --calls): pacing, "
+                   "first-frame, barge-in and append latencies come from these alone")
 @click.option("--compare-python", is_flag=True,
               help="run the same load on the plain-Python media core too and print the ratio")
 @click.option("--floor", is_flag=True,
@@ -145,7 +148,8 @@ def _progress(line: dict[str, Any]) -> None:
 def command(
     calls: int, duration: float, ramp: float, rate: str, upstream_format: str, append_ms: int,
     workers: int, target: str | None, sim_port: int, engine_cpus: str | None, load_cpus: str | None,
-    no_pin: bool, response_ms: int, seed: int, compare_python: bool, floor: bool,
+    no_pin: bool, response_ms: int, seed: int, probe_calls: int, compare_python: bool,
+    floor: bool,
     engine_env: tuple[str, ...], vs_floor: bool, rounds: int, tls: bool, check: bool,
     as_json: bool, quiet: bool,
 ) -> None:
@@ -164,7 +168,7 @@ def command(
             target=parse_target(target) if target else None,
             engine_cpus=None if target else pin_engine, load_cpus=pin_load,
             response_ms=response_ms, seed=seed, floor=floor, sim_port=sim_port,
-            extra_env=parse_engine_env(engine_env), tls=tls,
+            extra_env=parse_engine_env(engine_env), tls=tls, probe_calls=probe_calls,
         )
         if floor and (target or compare_python):
             raise BenchError("--floor starts its own server; it takes neither --target nor "

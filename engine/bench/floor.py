@@ -4,8 +4,9 @@ It reads and discards what callers send and writes one frame of silence per call
 from one shared clock: the least any AudioSocket engine must do (no upstream, no resampling,
 no parsing). Its CPU per call-second, measured the same way in the same conditions, is what
 the engine's figure is compared against, because on a shared virtual machine the kernel's
-share of the cost varies far more than ours. Run as ``python -m engine.bench.floor PORT``;
-it logs the same ``listening`` line as the engine.
+share of the cost varies far more than ours. Run as ``python -m engine.bench.floor PORT
+RATE``: its frames are of the bench's AudioSocket rate, so the kernel moves as many bytes as
+it does for the engine. It logs the same ``listening`` line as the engine.
 """
 
 from __future__ import annotations
@@ -18,10 +19,21 @@ import sys
 from typing import cast
 
 from engine import logs
+from engine._impl import audiosocket
 
-__all__ = ["FloorServer", "main"]
+__all__ = ["FloorServer", "main", "silence_frame"]
 
-_FRAME = b"\x10\x01\x40" + bytes(320)  # 20 ms of 8 kHz silence
+FRAME_MS = 20
+
+
+def silence_frame(rate: int) -> bytes:
+    """One AudioSocket message of 20 ms of silence at ``rate``.
+
+    Raises:
+        UnsupportedRate: ``rate`` has no AudioSocket kind.
+    """
+    return audiosocket.encode_audio(audiosocket.kind_for_rate(rate),
+                                    bytes(2 * rate * FRAME_MS // 1000))
 
 
 class _Conn(asyncio.Protocol):
@@ -44,20 +56,24 @@ class _Conn(asyncio.Protocol):
 
 
 class FloorServer:
-    """Accepts AudioSocket connections and writes silence to each every 20 ms."""
+    """Accepts AudioSocket connections and writes silence at ``rate`` to each every 20 ms."""
 
-    def __init__(self) -> None:
+    def __init__(self, rate: int = 8000) -> None:
+        self.frame = silence_frame(rate)
         self.conns: set[_Conn] = set()
         self.bytes_in = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._t0 = 0.0
         self._k = 0
+        self._server: asyncio.Server | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     async def start(self, host: str, port: int) -> int:
         loop = self._loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: _Conn(self), host, port, backlog=1024)
+        server = self._server = await loop.create_server(lambda: _Conn(self), host, port,
+                                                         backlog=1024)
         self._t0 = loop.time()
-        loop.call_at(self._t0 + 0.020, self._tick)
+        self._timer = loop.call_at(self._t0 + 0.020, self._tick)
         bound: int = server.sockets[0].getsockname()[1]
         return bound
 
@@ -65,30 +81,46 @@ class FloorServer:
         loop = self._loop
         assert loop is not None
         self._k = max(self._k + 1, int((loop.time() - self._t0) / 0.020))
+        frame = self.frame
         for conn in self.conns:
             if conn.transport is not None:
-                conn.transport.write(_FRAME)
-        loop.call_at(self._t0 + (self._k + 1) * 0.020, self._tick)
+                conn.transport.write(frame)
+        self._timer = loop.call_at(self._t0 + (self._k + 1) * 0.020, self._tick)
+
+    async def stop(self) -> None:
+        """Stops the clock, closes every connection and stops listening."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for conn in list(self.conns):
+            if conn.transport is not None:
+                conn.transport.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
 
 
-async def _serve(port: int) -> None:
+async def _serve(port: int, rate: int) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    server = FloorServer()
+    server = FloorServer(rate)
     bound = await server.start("127.0.0.1", port)
     logs.event(logging.getLogger("engine.bench.floor"), "listening", host="127.0.0.1",
-               port=bound)
+               port=bound, rate=rate)
     await stop.wait()
 
 
 def main(argv: list[str]) -> int:
-    """``python -m engine.bench.floor PORT``."""
+    """``python -m engine.bench.floor [PORT [RATE]]`` (any free port, 8 kHz by default)."""
     import uvloop
 
     logs.setup("INFO")
-    uvloop.run(_serve(int(argv[1]) if len(argv) > 1 else 0))
+    port = int(argv[1]) if len(argv) > 1 else 0
+    rate = int(argv[2]) if len(argv) > 2 else 8000
+    uvloop.run(_serve(port, rate))
     return 0
 
 

@@ -4,8 +4,14 @@ One shared clock (the engine's own :class:`~engine.pacer.Pacer`: absolute 20 ms 
 calls spread over phase buckets) sends one prebuilt message per call per tick, the caller's
 speech or silence, chosen by each call's :class:`Talker` (a seeded, sans-I/O talk pattern that
 listens to what the engine plays back and sometimes talks over it). :class:`BenchCall`
-records, per call, when each frame went out and when each frame came back and whether it
-carried model audio: the raw material of :mod:`engine.bench.measure`. Nothing is judged here.
+records, per call, whether each frame that came back carried model audio and, on the few
+probe calls, when each frame went out and when each came in (the kernel's receive time): the
+raw material of :mod:`engine.bench.measure`. Nothing is judged here.
+
+Each call owns its socket (no asyncio transport): a probe call's must be read with
+``recvmsg`` for its timestamps, which a transport's socket does not offer, and every other
+call is cheapest read by the clock itself, every other tick, with no readiness wake-up and no
+callback per frame. Writes go straight to the socket, one per call per tick, as Asterisk's do.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ import time
 import uuid as uuidlib
 from array import array
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any
 
 from engine._impl import audiosocket
+from engine.bench import rxstamp
 from engine.bench.measure import CallTrace
 from engine.errors import ConfigError
 from engine.pacer import Pacer
@@ -37,6 +44,7 @@ _MAX_CATCH_UP = 5
 SUBTICKS = 5
 # Model audio is over once this many ticks pass without any.
 _QUIET_TICKS = 15
+_READ_SIZE = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,44 +166,111 @@ class Outcome:
     error: str | None = None
 
 
-class BenchCall(asyncio.Protocol):
-    """One call: the connection's adapter and what it recorded."""
+class BenchCall:
+    """One call: the socket it owns, what it recorded, and how it ended.
+
+    A probe call is read as soon as the socket is readable, with ``recvmsg`` and kernel
+    receive timestamps, and records when each frame came and when each went out. Every other
+    call is read by the generator's clock every other tick (all that has arrived, no callback
+    per frame) and records per frame only whether it carried model audio.
+    """
 
     def __init__(self, gen: LoadGenerator, index: int) -> None:
         self.gen = gen
+        self.index = index
         self.uuid = uuidlib.UUID(int=gen.seed_uuid + index)
         self.talker = Talker(gen.pattern, gen.seed * 1_000_003 + index)
         self.trace = CallTrace(array("d"), bytearray(), array("d"), gen.up_samples_per_frame)
         self.outcome = Outcome()
-        self.transport: asyncio.Transport | None = None
+        self.probe = index < gen.probe_calls
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        self.unstamped = 0  # probe reads that came without a kernel timestamp
         self._parser = audiosocket.Parser(client=True)
         self._heard = 0  # audio frames received
         self._heard_at_tick = 0
+        self._read_now = False  # flips every tick: a batched call is read every other one
+        self._backlog: bytearray | None = None  # what the socket would not take yet
         self._silence = gen.silence_pcm
         self.captures: list[bytearray] = []  # the first responses' audio, on a few calls
         self._capture = index < gen.capture_calls
         self._capturing: bytearray | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(asyncio.Transport, transport)
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def connected(self, sock: socket.socket) -> None:
+        """The socket is connected: sends the UUID and joins the generator's clock."""
+        self.sock = sock
+        self.fd = sock.fileno()
         self.outcome.connected = True
-        transport.write(b"\x01\x00\x10" + self.uuid.bytes)
         self.gen.joined(self)
+        self._send(b"\x01\x00\x10" + self.uuid.bytes)
+        if self.probe and self.sock is not None:
+            self.gen.loop.add_reader(self.fd, self._readable)
 
-    def data_received(self, data: bytes) -> None:
-        now = time.monotonic()
+    # -- receiving ---------------------------------------------------------------------------
+
+    def _readable(self) -> int:
+        """A probe call's socket is readable: one ``recvmsg``, its frames stamped alike.
+
+        Returns the bytes read (0: nothing had arrived, or the call ended).
+        """
+        sock = self.sock
+        if sock is None:
+            return 0
+        try:
+            data, ancillary, _, _ = sock.recvmsg(_READ_SIZE, rxstamp.ANCILLARY_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            self._ended(f"connection_lost: {exc}")
+            return 0
+        if not data:
+            self._ended("engine_closed")
+            return 0
+        stamp = rxstamp.stamp_ns(ancillary)
+        if stamp is None:
+            self.unstamped += 1
+            at = time.monotonic()
+        else:
+            at = self.gen.clock_offset.monotonic(stamp)
+        self._frames(data, at)
+        return len(data)
+
+    def _read(self) -> int:
+        """One read of a batched call; returns the bytes read (0: none, or the call ended)."""
+        sock = self.sock
+        if sock is None:
+            return 0
+        try:
+            data = sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            self._ended(f"connection_lost: {exc}")
+            return 0
+        if not data:
+            self._ended("engine_closed")
+            return 0
+        self._frames(data, None)
+        return len(data)
+
+    def read_batch(self) -> None:
+        """Reads all that has arrived on a batched call (the clock calls it)."""
+        # A short read took all there was: the syscall that would say so is spared.
+        while self._read() == _READ_SIZE:
+            pass
+
+    def _frames(self, data: bytes, at: float | None) -> None:
+        """Parses ``data``; records each audio frame (and its time ``at``, on a probe call)."""
         parser = self._parser
         parser.receive_data(data)
         trace = self.trace
+        silence = self._silence
         for event in parser.events_received():
             if type(event) is audiosocket.AudioReceived:
                 payload = event.payload
-                audio = payload != self._silence
-                trace.rx_times.append(now)
+                audio = payload != silence
+                if at is not None:
+                    trace.rx_times.append(at)
                 trace.rx_audio.append(audio)
                 if audio:
                     self._heard += 1
@@ -217,21 +292,87 @@ class BenchCall(asyncio.Protocol):
             self.captures.append(self._capturing)
         self._capturing += payload
 
-    def eof_received(self) -> bool:
-        self._ended("engine_closed")
-        return False
+    # -- sending -----------------------------------------------------------------------------
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._ended("engine_closed" if exc is None else f"connection_lost: {exc}")
+    def tick(self, speech: bytes, silence: bytes) -> None:
+        """This tick's work: a batched call's read every other tick, then its frame out
+        (speech or silence, as the talker decides)."""
+        if self.sock is None:
+            return
+        if not self.probe:
+            self._read_now = not self._read_now
+            if self._read_now:
+                self.read_batch()
+                if self.sock is None:
+                    return
+        heard = self._heard
+        talking = self.talker.tick(heard != self._heard_at_tick)
+        self._heard_at_tick = heard
+        self._send(speech if talking else silence)
+        if self.probe:
+            self.trace.tx_times.append(time.monotonic())
+
+    def _send(self, message: bytes) -> None:
+        """Writes ``message`` straight to the socket; what it will not take waits for it."""
+        backlog = self._backlog
+        if backlog is not None:
+            backlog += message
+            return
+        sock = self.sock
+        assert sock is not None
+        try:
+            sent = sock.send(message)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._lost(exc)
+            return
+        if sent < len(message):
+            self._backlog = bytearray(message[sent:])
+            self.gen.loop.add_writer(self.fd, self._writable)
+
+    def _writable(self) -> None:
+        backlog, sock = self._backlog, self.sock
+        if backlog is None or sock is None:
+            return
+        try:
+            sent = sock.send(backlog)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        del backlog[:sent]
+        if not backlog:
+            self._backlog = None
+            self.gen.loop.remove_writer(self.fd)
+
+    # -- ending ------------------------------------------------------------------------------
+
+    def _lost(self, exc: OSError) -> None:
+        """A write failed: the engine has gone. What it sent before going (audio, a hangup,
+        its close) is read first, since that says how the call ended."""
+        read = self._readable if self.probe else self._read
+        while read():
+            pass
+        if self.sock is not None:
+            self._ended(f"connection_lost: {exc}")
 
     def _ended(self, how: str, error: str | None = None) -> None:
         if self.outcome.ended_by is None:
             self.outcome.ended_by = how
             self.outcome.error = error
             self.gen.left(self)
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.close()
+        sock = self.sock
+        if sock is not None:
+            self.sock = None
+            loop = self.gen.loop
+            if self.probe:
+                loop.remove_reader(self.fd)
+            if self._backlog is not None:
+                self._backlog = None
+                loop.remove_writer(self.fd)
+            sock.close()
 
     @property
     def dropped(self) -> bool:
@@ -242,23 +383,15 @@ class BenchCall(asyncio.Protocol):
         """The caller ends the call the way Asterisk does: it closes the socket."""
         self._ended("bench")
 
-    def tick(self, speech: bytes, silence: bytes) -> None:
-        """Sends this tick's frame: speech or silence, as the talker decides."""
-        heard = self._heard
-        talking = self.talker.tick(heard != self._heard_at_tick)
-        self._heard_at_tick = heard
-        transport = self.transport
-        if transport is not None:
-            transport.write(speech if talking else silence)
-            self.trace.tx_times.append(time.monotonic())
-
 
 @dataclass
 class LoadGenerator:
     """Makes ``calls`` calls to ``host:port`` at ``ramp`` calls per second and keeps them up.
 
     Run :meth:`start` (returns once every call has been placed), then :meth:`stop` to hang up
-    all. :attr:`calls` holds every call in order; :attr:`live` those up now.
+    all. :attr:`calls` holds every call in order; :attr:`live` those up now. The first
+    ``probe_calls`` calls are the probe calls (see :class:`BenchCall`): the timing figures
+    come from them alone.
     """
 
     host: str
@@ -269,6 +402,7 @@ class LoadGenerator:
     tone: CallerTone = field(default_factory=CallerTone)
     seed: int = 1
     capture_calls: int = 20
+    probe_calls: int = 20
     calls: list[BenchCall] = field(default_factory=list)
     live: set[BenchCall] = field(default_factory=set)
     failed: int = 0
@@ -282,11 +416,23 @@ class LoadGenerator:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.pacer: Pacer | None = None
+        self.clock_offset = rxstamp.ClockOffset.measure()
+        self._address: tuple[int, tuple[Any, ...]] | None = None
+        self._stamping: socket.socket | None = None
         self._connecting: set[asyncio.Task[None]] = set()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop :meth:`start` runs on."""
+        assert self._loop is not None, "the generator has not started"
+        return self._loop
 
     async def start(self, calls: int, ramp: float) -> None:
         """Places ``calls`` calls, ``ramp`` per second, with the clock running."""
         loop = self._loop = asyncio.get_running_loop()
+        if self._stamping is None and self.probe_calls:
+            self._stamping = rxstamp.hold_stamping()
+            await asyncio.sleep(0.01)  # the kernel turns stamping on a moment later
         if self.pacer is None:
             self.pacer = Pacer(loop.time(), PERIOD, SUBTICKS, _MAX_CATCH_UP)
         begin = loop.time()
@@ -303,15 +449,35 @@ class LoadGenerator:
             await asyncio.wait(set(self._connecting))
 
     async def _connect(self, call: BenchCall) -> None:
-        loop = asyncio.get_running_loop()
+        sock: socket.socket | None = None
         try:
-            await asyncio.wait_for(
-                loop.create_connection(lambda: call, self.host, self.port), 10.0
-            )
+            family, address = await self._resolve()
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if call.probe:
+                rxstamp.enable(sock)
+            await asyncio.wait_for(self.loop.sock_connect(sock, address), 10.0)
         except (OSError, TimeoutError) as exc:
+            if sock is not None:
+                sock.close()
             self.failed += 1
             call.outcome.ended_by = "connect_failed"
             call.outcome.error = getattr(exc, "strerror", None) or type(exc).__name__
+            return
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
+        call.connected(sock)
+
+    async def _resolve(self) -> tuple[int, tuple[Any, ...]]:
+        """The engine's address family and address, looked up once."""
+        if self._address is None:
+            infos = await self.loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            family, _, _, _, address = infos[0]
+            self._address = (family, address)
+        return self._address
 
     def joined(self, call: BenchCall) -> None:
         assert self.pacer is not None and self._loop is not None
@@ -343,12 +509,15 @@ class LoadGenerator:
             self._timer = None
 
     def clock_stats(self) -> dict[str, float]:
-        """How the generator's own clock kept up (a late generator skews what it measures)."""
+        """How the generator's own clock kept up (a late generator skews what it measures),
+        and how many probe reads had no kernel timestamp (those were stamped on waking)."""
+        unstamped = sum(call.unstamped for call in self.calls)
         p = self.pacer
         if p is None:
-            return {"ticks": 0, "late_ticks": 0, "resyncs": 0, "max_late_ms": 0.0}
+            return {"ticks": 0, "late_ticks": 0, "resyncs": 0, "max_late_ms": 0.0,
+                    "unstamped_reads": unstamped}
         return {"ticks": p.ticks, "late_ticks": p.late_wakeups, "resyncs": p.resyncs,
-                "max_late_ms": round(p.max_lateness * 1000, 3)}
+                "max_late_ms": round(p.max_lateness * 1000, 3), "unstamped_reads": unstamped}
 
     async def stop(self) -> None:
         """Stops the clock and hangs up every call still up."""
@@ -357,6 +526,11 @@ class LoadGenerator:
             self._timer = None
         for task in list(self._connecting):
             task.cancel()
+        if self._connecting:
+            await asyncio.wait(set(self._connecting))
         for call in list(self.live):
             call.hang_up()
+        if self._stamping is not None:
+            self._stamping.close()
+            self._stamping = None
         await asyncio.sleep(0.05)

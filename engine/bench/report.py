@@ -93,6 +93,13 @@ class BenchResult:
     machine: dict[str, Any] = field(default_factory=lambda: {
         "cpu": _cpu_model(), "nproc": os.cpu_count(), "python": platform.python_version(),
     })
+    bench_cpu_ms_per_call_s: float | None = None  # the generator and simulator together
+    wakeup: Spread | None = None  # timer wake-up lateness on the engine's CPUs, in the hold
+
+    @property
+    def timing_from(self) -> str:
+        """Which calls the timing figures come from, and on what clock."""
+        return f"probe calls: {self.options.get('probe_calls')}, kernel receive timestamps"
 
     def headline(self) -> dict[str, float | None]:
         """The figures the targets judge."""
@@ -124,6 +131,7 @@ class BenchResult:
             "options": self.options,
             "machine": self.machine,
             "calls": self.calls,
+            "timing_from": self.timing_from,
             "pacing_in_response": self.pacing_in_response.as_dict(),
             "pacing_all": self.pacing_all.as_dict(),
             "responses": self.responses,
@@ -143,6 +151,8 @@ class BenchResult:
             "hold_s": _num(self.hold_s, 2),
             "call_seconds": _num(self.call_seconds, 1),
             "bench_cpu_pct": _num(self.bench_cpu_pct, 1),
+            "bench_cpu_ms_per_call_s": _num(self.bench_cpu_ms_per_call_s, 4),
+            "wakeup_latency": self.wakeup.as_dict() if self.wakeup is not None else None,
             "generator_clock": self.generator_clock,
             "snr_down_db": _spread_db(self.snr_down_db),
             "snr_up_db": _spread_db(self.snr_up_db),
@@ -190,6 +200,18 @@ def _settings_line(o: dict[str, Any]) -> list[str]:
     return ["engine env: " + ", ".join(f"{k}={v}" for k, v in extra.items())]
 
 
+def _wakeup_line(r: BenchResult) -> str:
+    w = r.wakeup
+    where = "the engine's CPUs" if r.options.get("engine_cpus") else "any CPU"
+    figures = "not measured" if w is None else _spread(w)
+    return f"wake-ups     5 ms timer on {where}, late by {figures}"
+
+
+def _bench_cpu(r: BenchResult) -> str:
+    return (f"{r.bench_cpu_pct:.0f} % of a core with the simulator "
+            f"({_fmt(r.bench_cpu_ms_per_call_s, ' ms', 3)} per call-second)")
+
+
 def render(r: BenchResult) -> str:
     """The human table: what ran, what came out, and each target's verdict."""
     o, c = r.options, r.calls
@@ -214,7 +236,9 @@ def render(r: BenchResult) -> str:
             f"({_fmt(r.engine_cpu_pct, ' %', 1)} of a core, {kernel} of it in the kernel)",
             f"memory       {_fmt(r.engine_kb_per_call, ' KB', 1)} per call",
             f"pacing       every frame: {_spread(r.pacing_all)}",
-            f"generator    {r.bench_cpu_pct:.0f} % of a core",
+            f"             ({r.timing_from})",
+            _wakeup_line(r),
+            f"generator    {_bench_cpu(r)}",
         ])
     snr_down = _spread_db(r.snr_down_db)
     snr_up = _spread_db(r.snr_up_db)
@@ -237,6 +261,8 @@ def render(r: BenchResult) -> str:
         f"worker ({_fmt(r.engine_rss_idle_mb, ' MB', 1)}) {judged('engine_kb_per_call')}",
         f"pacing       in responses: {_spread(r.pacing_in_response)} {judged('pacing_p99_ms')}",
         f"             every frame:  {_spread(r.pacing_all)}",
+        f"             timing figures from {r.timing_from}",
+        _wakeup_line(r),
         f"underruns    {r.underruns} inside responses {judged('underruns')}",
         f"first frame  {_spread(r.first_frame)} {judged('first_frame_p99_ms')}",
         f"caller→up    newest frame {_spread(r.append_newest)}",
@@ -252,7 +278,7 @@ def render(r: BenchResult) -> str:
            "events not validated (the openai package is not installed), ")
         + f"{r.sim['bad_truncates']} bad truncates, "
         f"{r.no_answers} turns unanswered",
-        f"generator    {r.bench_cpu_pct:.0f} % of a core; clock late "
+        f"generator    {_bench_cpu(r)}; clock late "
         f"{r.generator_clock['late_ticks']} of {r.generator_clock['ticks']} ticks "
         f"(max {r.generator_clock['max_late_ms']:.0f} ms)",
     ]

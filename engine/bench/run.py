@@ -35,6 +35,7 @@ from engine.bench.loadgen import CallerTone, LoadGenerator, TalkPattern
 from engine.bench.observe import SimRecorder
 from engine.bench.procstat import ProcessTree
 from engine.bench.report import BenchResult
+from engine.bench.wakeup import WakeupProbe
 from engine.config import FIELDS
 from engine.errors import BenchError
 from engine.sim import SimConfig, Simulator
@@ -76,12 +77,20 @@ class BenchOptions:
     extra_env: tuple[tuple[str, str], ...] = ()
     sim_port: int = 0
     tls: bool = False  # the simulator serves wss:// with a throwaway CA the engine trusts
+    probe_calls: int = 20  # read with kernel timestamps; the timing figures come from these
+
+    @property
+    def probes(self) -> int:
+        """The probe calls this run makes (``probe_calls``, at most ``calls``)."""
+        return min(self.probe_calls, self.calls)
 
     def __post_init__(self) -> None:
         if self.upstream_format not in UP_SAMPLES:
             raise BenchError(f"upstream format must be pcm16 or pcmu, not {self.upstream_format!r}")
         if self.calls < 1 or self.duration <= 0 or self.ramp <= 0:
             raise BenchError("calls, duration and ramp must be positive")
+        if self.probe_calls < 1:
+            raise BenchError("at least one probe call is needed for the timing figures")
         if self.tls and (self.floor or self.target is not None):
             raise BenchError("--tls is for an engine the bench starts: the floor has no "
                              "upstream, and a running engine cannot be given the bench's CA")
@@ -120,7 +129,8 @@ class EngineProcess:
         self._log = self.log_path.open("wb")
         argv = [sys.executable, "-m", "engine", "run", "--workers", str(opts.workers)]
         if opts.floor:
-            argv = [sys.executable, "-m", "engine.bench.floor", env["LISTEN_PORT"]]
+            argv = [sys.executable, "-m", "engine.bench.floor", env["LISTEN_PORT"],
+                    str(opts.rate)]
         self.proc = subprocess.Popen(
             argv,
             cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
@@ -230,6 +240,7 @@ class _Window:
     rss_peak: int = 0
     bench_cpu0: float = 0.0
     bench_cpu1: float = 0.0
+    wakeup: measure.Spread | None = None
 
 
 def _own_cpu() -> float:
@@ -280,7 +291,8 @@ async def _load(
 ) -> BenchResult:
     gen = LoadGenerator(host, port, rate=opts.rate,
                         up_samples_per_frame=UP_SAMPLES[opts.upstream_format],
-                        pattern=opts.pattern, tone=opts.tone, seed=opts.seed)
+                        pattern=opts.pattern, tone=opts.tone, seed=opts.seed,
+                        probe_calls=opts.probes)
     await asyncio.sleep(0.5)
     rss_idle = engine.tree.rss_bytes() if engine is not None else 0
     loop = asyncio.get_running_loop()
@@ -288,12 +300,16 @@ async def _load(
     window = _Window()
     stop_progress = asyncio.Event()
     reporter = loop.create_task(_progress(gen, engine, began, window, stop_progress, progress))
+    wakeup: WakeupProbe | None = None
     try:
         await gen.start(opts.calls, opts.ramp)
         if not gen.live:
             raise BenchError(f"no call could be placed to {host}:{port} "
                              f"({gen.failed} failed to connect)")
-        await asyncio.sleep(_SETTLE)
+        # The probe starts now, so that its own start-up is over before the hold it measures.
+        planned = time.monotonic() + _SETTLE
+        wakeup = WakeupProbe(planned, planned + opts.duration, opts.engine_cpus)
+        await asyncio.sleep(planned - time.monotonic())
         window.started = time.monotonic()
         window.cpu0 = engine.tree.cpu_times() if engine is not None else (0.0, 0.0)
         window.bench_cpu0 = _own_cpu()
@@ -311,10 +327,13 @@ async def _load(
         window.bench_cpu1 = _own_cpu()
         held = len(gen.live)
         per_worker = await engine.worker_calls() if engine is not None else None
+        window.wakeup = await wakeup.result()
     finally:
         stop_progress.set()
         await reporter
         await gen.stop()
+        if wakeup is not None:
+            wakeup.close()
     await asyncio.sleep(0.3)
     engine_lines = engine.lines() if engine is not None else []
     result = _result(opts, gen, sim, recorder, window, rss_idle, held, engine_lines)
@@ -340,7 +359,7 @@ async def _progress(
             await asyncio.wait_for(stop.wait(), 1.0)
         now = time.monotonic()
         cpu = engine.tree.cpu_seconds() if engine is not None else 0.0
-        frames = sum(len(c.trace.rx_times) for c in gen.calls)
+        frames = sum(len(c.trace.rx_audio) for c in gen.calls)
         live = len(gen.live)
         dt = max(1e-6, now - then)
         progress({
@@ -362,11 +381,13 @@ def _result(
     opts: BenchOptions, gen: LoadGenerator, sim: Simulator, recorder: SimRecorder,
     window: _Window, rss_idle: int, held: int, engine_lines: list[dict[str, Any]],
 ) -> BenchResult:
+    # Counts come from every call; times from the probe calls alone, the only ones stamped.
     traces = [c.trace for c in gen.calls if c.outcome.connected]
+    probes = [c.trace for c in gen.calls if c.outcome.connected and c.probe]
     pairs = []
     for call in gen.calls:
         entry = recorder.logs.get(str(call.uuid))
-        if call.outcome.connected and entry is not None:
+        if call.outcome.connected and call.probe and entry is not None:
             pairs.append((call.trace, entry.trace()))
     cuts = {id(t): s.speech_started for t, s in pairs}
     first = [d for t, s in pairs for d in measure.first_frame_delays(t, s)]
@@ -390,6 +411,7 @@ def _result(
     user = window.cpu1[0] - window.cpu0[0]
     system = window.cpu1[1] - window.cpu0[1]
     cpu = user + system
+    bench_cpu = window.bench_cpu1 - window.bench_cpu0
     totals = sim.totals()
     return BenchResult(
         options={
@@ -402,6 +424,7 @@ def _result(
             "load_cpus": sorted(opts.load_cpus) if opts.load_cpus else None,
             "response_ms": opts.response_ms, "seed": opts.seed,
             "engine_env": _shown_env(opts.extra_env), "tls": opts.tls,
+            "probe_calls": opts.probes,
         },
         calls={
             "placed": len(gen.calls), "connected": connected, "failed": gen.failed,
@@ -411,8 +434,8 @@ def _result(
             "engine_end_reasons": dict(ends),
         },
         pacing_in_response=measure.response_pacing(
-            traces, cuts=[cuts.get(id(t), ()) for t in traces]),
-        pacing_all=measure.all_pacing(traces),
+            probes, cuts=[cuts.get(id(t), ()) for t in probes]),
+        pacing_all=measure.all_pacing(probes),
         responses=measure.response_count(traces),
         underruns=measure.underruns(traces),
         model_share=measure.model_share(traces),
@@ -431,7 +454,10 @@ def _result(
                             if opts.target is None and held else None),
         hold_s=hold,
         call_seconds=window.call_seconds,
-        bench_cpu_pct=100 * (window.bench_cpu1 - window.bench_cpu0) / hold,
+        bench_cpu_pct=100 * bench_cpu / hold,
+        bench_cpu_ms_per_call_s=(1000 * bench_cpu / window.call_seconds
+                                 if window.call_seconds else None),
+        wakeup=window.wakeup,
         generator_clock=gen.clock_stats(),
         snr_down_db=_snr_down(gen, opts),
         snr_up_db=_snr_up(recorder, opts),

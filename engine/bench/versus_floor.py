@@ -4,7 +4,10 @@ On a shared virtual machine the kernel's cost per frame drifts by more than the 
 work, so an absolute CPU figure says little; the engine's CPU per call-second over the floor's,
 measured under the same load in adjacent rounds (engine, floor, engine, floor, ...), is the
 figure that travels between machines. Each round's ratio is reported, and the median of each
-column is what the ratio target judges.
+column is what the ratio target judges. Beside them stand each round's pacing (from its probe
+calls' kernel receive timestamps) and the machine's timer wake-up lateness on the engine's
+CPUs: the floor's pacing and the wake-ups say how much of the engine's jitter the machine
+alone would have caused.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 from engine.bench.report import BenchResult, Target, render_targets, targets
 from engine.bench.run import BenchOptions
+from engine.stats import json_ms
 
 __all__ = ["RATIO_KEY", "FloorRounds", "run_rounds"]
 
@@ -24,6 +28,20 @@ RATIO_KEY = "engine_to_floor_cpu_ratio"
 
 def _ratio(engine: float | None, floor: float | None) -> float | None:
     return engine / floor if engine is not None and floor else None
+
+
+def _timing(side: str, r: BenchResult) -> dict[str, float | None]:
+    """One round's pacing p50/p99 (in responses and every frame) and wake-up p50/p99/max."""
+    w = r.wakeup
+    return {
+        f"{side}_pacing_in_response_p50_ms": json_ms(r.pacing_in_response.p50_ms),
+        f"{side}_pacing_in_response_p99_ms": json_ms(r.pacing_in_response.p99_ms),
+        f"{side}_pacing_all_p50_ms": json_ms(r.pacing_all.p50_ms),
+        f"{side}_pacing_all_p99_ms": json_ms(r.pacing_all.p99_ms),
+        f"{side}_wakeup_p50_ms": json_ms(w.p50_ms) if w else None,
+        f"{side}_wakeup_p99_ms": json_ms(w.p99_ms) if w else None,
+        f"{side}_wakeup_max_ms": json_ms(w.max_ms) if w else None,
+    }
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -39,12 +57,13 @@ class FloorRounds:
     floor: tuple[BenchResult, ...]
 
     def rows(self) -> list[dict[str, float | None]]:
-        """Per round: the engine's and the floor's CPU per call-second, and their ratio."""
+        """Per round: the engine's and the floor's CPU per call-second, their ratio, and each
+        side's pacing and wake-up lateness."""
         out = []
         for e, f in zip(self.engine, self.floor, strict=True):
             a, b = e.engine_cpu_ms_per_call_s, f.engine_cpu_ms_per_call_s
             out.append({"engine_cpu_ms_per_call_s": a, "floor_cpu_ms_per_call_s": b,
-                        "ratio": _ratio(a, b)})
+                        "ratio": _ratio(a, b), **_timing("engine", e), **_timing("floor", f)})
         return out
 
     def median(self) -> dict[str, float | None]:
@@ -87,8 +106,35 @@ class FloorRounds:
         m = self.median()
         lines.append(f"{'median':<8}{cell(m['engine_cpu_ms_per_call_s']):>10}"
                      f"{cell(m['floor_cpu_ms_per_call_s']):>10}{cell(m['ratio'], 2):>8}")
-        lines += ["", render_targets({RATIO_KEY: m["ratio"]}, {RATIO_KEY: self.limit()})]
+        lines += ["", *self._render_timing(rows, m), "",
+                  render_targets({RATIO_KEY: m["ratio"]}, {RATIO_KEY: self.limit()})]
         return "\n".join(lines)
+
+    def _render_timing(self, rows: list[dict[str, float | None]],
+                       m: dict[str, float | None]) -> list[str]:
+        """Pacing p50/p99 of each side and the wake-up p50/p99/max in its round, in ms."""
+
+        def joined(row: dict[str, float | None], prefix: str, *quantiles: str) -> str:
+            values = [row[f"{prefix}_{q}_ms"] for q in quantiles]
+            return "/".join("—" if v is None else f"{v:.2f}" for v in values)
+
+        def cells(row: dict[str, float | None]) -> str:
+            out = ""
+            for side in ("engine", "floor"):
+                out += (f"{joined(row, f'{side}_pacing_in_response', 'p50', 'p99'):>14}"
+                        f"{joined(row, f'{side}_pacing_all', 'p50', 'p99'):>13}")
+            for side in ("engine", "floor"):
+                out += f"{joined(row, f'{side}_wakeup', 'p50', 'p99', 'max'):>18}"
+            return out
+
+        probes = self.engine[0].timing_from
+        lines = [f"pacing p50/p99 ({probes}) and 5 ms timer wake-up lateness p50/p99/max on "
+                 "the engine's CPUs, ms",
+                 f"{'round':<8}{'engine resp':>14}{'engine all':>13}{'floor resp':>14}"
+                 f"{'floor all':>13}{'wake (engine)':>18}{'wake (floor)':>18}"]
+        lines += [f"{number:<8}{cells(row)}" for number, row in enumerate(rows, 1)]
+        lines.append(f"{'median':<8}{cells(m)}")
+        return lines
 
 
 def run_rounds(
