@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvloop
@@ -421,6 +422,19 @@ def test_vs_floor_takes_no_floor_target_or_python_comparison() -> None:
     for extra in (["--floor"], ["--target", "127.0.0.1:9"], ["--compare-python"]):
         result = CliRunner().invoke(command, ["--vs-floor", *extra])
         assert result.exit_code == 2 and "--vs-floor" in result.output
+
+
+def test_vs_floor_with_tls_runs_the_floor_without_it() -> None:
+    from engine.bench.versus_floor import run_rounds
+
+    seen: list[BenchOptions] = []
+
+    def once(opts: BenchOptions) -> Any:
+        seen.append(opts)
+        return None
+
+    run_rounds(once, BenchOptions(calls=3, tls=True), 2)
+    assert [(o.floor, o.tls) for o in seen] == [(False, True), (True, False)] * 2
 
 
 # -- probe calls -----------------------------------------------------------------------------

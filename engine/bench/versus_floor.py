@@ -144,11 +144,12 @@ def run_rounds(
 
     Args:
         run_once: runs one bench (the CLI's :func:`~engine.bench.run.main_loop`).
-        opts: the engine's options; the floor's differ only in ``floor=True``.
+        opts: the engine's options; the floor's differ in ``floor=True`` (and no TLS: it has
+            no upstream).
     """
     engine: list[BenchResult] = []
     floor: list[BenchResult] = []
     for _ in range(rounds):
         engine.append(run_once(opts))
-        floor.append(run_once(replace(opts, floor=True)))
+        floor.append(run_once(replace(opts, floor=True, tls=False)))  # the floor has no upstream
     return FloorRounds(tuple(engine), tuple(floor))
