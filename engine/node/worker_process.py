@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -153,6 +154,12 @@ class _Runtime:
         self.worker = Worker(config, endpoint, settings, counts=counts, agents=agents,
                              manager=manager)
         port = await self.worker.start()
+        # Everything alive now (modules, configuration, agents) lives as long as the worker:
+        # moved out of the collector's sight, so a full collection, which stops the clock while
+        # it runs, walks only what calls made (it walked 50,000 start-up objects, 35 ms, with
+        # 300 calls up).
+        gc.collect()
+        gc.freeze()
         assert self.channel is not None
         self.channel.send({"ready": {"pid": os.getpid(), "slot": self.slot, "port": port}})
 
