@@ -209,15 +209,20 @@ class BenchCall:
     # -- receiving ---------------------------------------------------------------------------
 
     def _readable(self) -> int:
-        """A probe call's socket is readable: one ``recvmsg``, its frames stamped alike.
+        """A probe call's socket is readable: one ``recvmsg``, its frames stamped alike."""
+        return self._read(stamped=True)
 
-        Returns the bytes read (0: nothing had arrived, or the call ended).
-        """
+    def _read(self, stamped: bool = False) -> int:
+        """One read (with the kernel's receive stamp when ``stamped``); returns the bytes
+        read (0: nothing had arrived, or the call ended)."""
         sock = self.sock
         if sock is None:
             return 0
         try:
-            data, ancillary, _, _ = sock.recvmsg(_READ_SIZE, rxstamp.ANCILLARY_SIZE)
+            if stamped:
+                data, ancillary, _, _ = sock.recvmsg(_READ_SIZE, rxstamp.ANCILLARY_SIZE)
+            else:
+                data = sock.recv(_READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError as exc:
@@ -226,31 +231,15 @@ class BenchCall:
         if not data:
             self._ended("engine_closed")
             return 0
-        stamp = rxstamp.stamp_ns(ancillary)
-        if stamp is None:
-            self.unstamped += 1
-            at = time.monotonic()
-        else:
-            at = self.gen.clock_offset.monotonic(stamp)
+        at = None
+        if stamped:
+            stamp = rxstamp.stamp_ns(ancillary)
+            if stamp is None:
+                self.unstamped += 1
+                at = time.monotonic()
+            else:
+                at = self.gen.clock_offset.monotonic(stamp)
         self._frames(data, at)
-        return len(data)
-
-    def _read(self) -> int:
-        """One read of a batched call; returns the bytes read (0: none, or the call ended)."""
-        sock = self.sock
-        if sock is None:
-            return 0
-        try:
-            data = sock.recv(_READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return 0
-        except OSError as exc:
-            self._ended(f"connection_lost: {exc}")
-            return 0
-        if not data:
-            self._ended("engine_closed")
-            return 0
-        self._frames(data, None)
         return len(data)
 
     def read_batch(self) -> None:
