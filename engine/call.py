@@ -31,6 +31,7 @@ from engine import logs, realtime
 from engine._impl import audiosocket, g711, playout, resample, uplink, wsframe
 from engine.config import Config, dialect_of
 from engine.errors import ClockFailed, EngineError, KindChanged, UnsupportedRate, UpstreamError
+from engine.records.usage import Usage
 from engine.toolcalls import ToolCalls
 
 __all__ = [
@@ -54,6 +55,7 @@ log = logging.getLogger("engine.call")
 UPSTREAM_RATE = 24000
 PCMU_RATE = 8000
 MAX_TRANSCRIPT_LINES = 500
+MAX_TOOL_NOTES = 100
 MAX_DTMF = 256
 GOODBYE_INSTRUCTIONS = "Say goodbye to the caller in one short sentence."
 WRAPUP_INSTRUCTIONS = (
@@ -220,19 +222,6 @@ def _converter(in_rate: int, out_rate: int) -> Callable[[bytes], bytes] | None:
 
 
 @dataclass(slots=True)
-class _Usage:
-    responses: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-    def add(self, usage: dict[str, Any] | None) -> None:
-        self.responses += 1
-        if usage:
-            self.input_tokens += int(usage.get("input_tokens") or 0)
-            self.output_tokens += int(usage.get("output_tokens") or 0)
-
-
-@dataclass(slots=True)
 class _Response:
     response_id: str
     audio_started: bool = False
@@ -255,11 +244,13 @@ class CallStats:
     server_errors: int = 0
     rephases: int = 0
     tool_calls: int = 0
+    upstream_sessions: int = 0
     dtmf: list[str] = field(default_factory=list)
     transcript: deque[tuple[str, str]] = field(
         default_factory=lambda: deque(maxlen=MAX_TRANSCRIPT_LINES)
     )
-    usage: _Usage = field(default_factory=_Usage)
+    usage: Usage = field(default_factory=Usage)
+    tools: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Call:
@@ -362,6 +353,7 @@ class Call:
         if self.state is not State.CONNECTING:
             return
         self._move(State.ACTIVE)
+        self._stats.upstream_sessions += 1
         self.to_upstream.append(self._encoder.session_update(self.settings.session))
         if self._uplink is not None:
             self._uplink.sending = True
@@ -455,6 +447,11 @@ class Call:
         if hangup:
             self._hang_up_after_goodbye(response_id)
         self._ask()
+
+    def note_tool(self, entry: dict[str, Any]) -> None:
+        """A tool call's outcome, for the call's record (the first ``MAX_TOOL_NOTES``)."""
+        if len(self._stats.tools) < MAX_TOOL_NOTES:
+            self._stats.tools.append(entry)
 
     def tool_late_result(self, name: str, output: str) -> None:
         """A result that came after its tool's "still working" answer: told to the model as a

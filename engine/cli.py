@@ -140,7 +140,8 @@ def check(simulator: bool, env_file: Path | None, **flags: Any) -> None:
         sys.exit(2)
     for setting in FIELDS:
         value = getattr(config, setting.attr)
-        shown = "(set)" if setting.secret and value else value
+        shown = (setting.show(value) if setting.show is not None else
+                 "(set)" if setting.secret and value else value)
         click.echo(f"{setting.env}={shown}")
     if config.temperature != 0.7 and config.realtime_dialect != "beta":
         click.echo("warning: TEMPERATURE is ignored by the GA interface", err=True)
@@ -189,9 +190,11 @@ def _register() -> None:
     _load_media_core()
     from engine.bench.command import command as bench_command
     from engine.dial import command as dial_command
+    from engine.records.command import command as calls_command
     from engine.sim.command import command as sim_command
 
     main.add_command(bench_command, "bench")
+    main.add_command(calls_command, "calls")
     main.add_command(dial_command, "dial")
     main.add_command(sim_command, "sim")
 

@@ -91,6 +91,25 @@ def _ca_file(text: str) -> str | None:
     return text
 
 
+def _records_url(text: str) -> str | None:
+    """A records URL (empty: no records)."""
+    if not text.strip():
+        return None
+    from engine.records.store import parse_url
+
+    try:
+        parse_url(text.strip())
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return text.strip()
+
+
+def _show_url(value: Any) -> str:
+    from engine.records.store import redact
+
+    return "(none)" if value is None else redact(str(value))
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     """One configuration name: its parser, help, and whether it is a secret.
@@ -104,6 +123,7 @@ class Setting:
     help: str
     secret: bool = False
     aliases: tuple[str, ...] = ()
+    show: Callable[[Any], str] | None = None  # how ``check`` shows a secret's value
 
     @property
     def attr(self) -> str:
@@ -158,6 +178,8 @@ FIELDS: tuple[Setting, ...] = (
     Setting("AMI_PORT", _ranged(int, 1, 65535), "Asterisk manager port"),
     Setting("AMI_USER", _optional, "Asterisk manager user; unset, the engine does not use it"),
     Setting("AMI_PASS", _optional, "Asterisk manager secret", True),
+    Setting("RECORDS_URL", _records_url, "call records: sqlite:///PATH or postgresql://...; "
+            "empty keeps none", True, show=_show_url),
 )
 
 _BY_ENV = {s.env: s for s in FIELDS}
@@ -205,6 +227,7 @@ class Config:
     ami_port: int = 5038
     ami_user: str | None = None
     ami_pass: str | None = field(default=None, repr=False)
+    records_url: str | None = field(default="sqlite:///./calls.db", repr=False)
 
     def replace(self, **changes: Any) -> Config:
         """A copy with ``changes`` applied (no re-validation: for tests and the simulator)."""

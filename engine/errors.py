@@ -61,6 +61,9 @@
     │   ├── AddressInUse(what, host, port, by_node)   another node or program holds it
     │   ├── WorkerBootFailed(slot, status)           a worker exited before it listened
     │   └── ControlChannelError(reason)              a broken supervisor/worker line
+    ├── RecordsError               call records or recordings cannot be kept
+    │   ├── RecordsUnavailable(target, reason)    the database cannot be reached or written
+    │   └── RecordsSchemaTooNew(found, known)     a newer engine has migrated the database
     ├── NativeExtensionMissing     the compiled media core is not built
     ├── ProcStatError(text, reason)  a /proc/PID/stat line the load generator cannot parse
     └── BenchError                 a bench run cannot start or place any call
@@ -116,6 +119,9 @@ __all__ = [
     "ProcStatError",
     "ProxyHeaderTooLarge",
     "ProxyProtocolError",
+    "RecordsError",
+    "RecordsSchemaTooNew",
+    "RecordsUnavailable",
     "SlotOutOfRange",
     "SourceNotAllowed",
     "StreamFinished",
@@ -488,6 +494,26 @@ class ControlChannelError(NodeError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"supervisor/worker channel: {reason}")
+
+
+class RecordsError(EngineError):
+    """Call records or recordings cannot be kept (calls go on without them)."""
+
+
+class RecordsUnavailable(RecordsError):
+    def __init__(self, target: str, reason: str) -> None:
+        self.target = target
+        self.reason = reason
+        super().__init__(f"call records at {target}: {reason}")
+
+
+class RecordsSchemaTooNew(RecordsError):
+    def __init__(self, found: int, known: int) -> None:
+        self.found = found
+        self.known = known
+        super().__init__(f"the records database is at schema version {found}, this engine "
+                         f"knows up to {known}: upgrade the engine, or point RECORDS_URL "
+                         "elsewhere")
 
 
 class NativeExtensionMissing(EngineError):

@@ -32,6 +32,9 @@ class Metrics:
     tokens: Counter
     clock_late_wakeups: Counter
     clock_resyncs: Counter
+    cost: Counter
+    records_written: Counter
+    records_lost: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -63,6 +66,14 @@ class Metrics:
                                        "Clock wake-ups later than a sub-tick", registry=registry),
             clock_resyncs=Counter("voice_engine_clock_resyncs",
                                   "Clock backlogs dropped after a long stall", registry=registry),
+            cost=Counter("voice_engine_cost_usd", "Estimated Realtime cost of ended calls, in "
+                         "US dollars (calls of a model without prices count nothing)",
+                         registry=registry),
+            records_written=Counter("voice_engine_records_written",
+                                    "Call records written to the store", registry=registry),
+            records_lost=Counter("voice_engine_records_lost", "Call records not written, by "
+                                 "cause (queue_full, store_failed, shutdown, write_crashed)",
+                                 ["cause"], registry=registry),
         )
 
 

@@ -9,6 +9,7 @@ that has media. Nothing here runs per message but a method call or two and a wri
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import socket
 import time
@@ -43,6 +44,9 @@ from engine.errors import (
 from engine.metrics import METRICS
 from engine.node.admission import NODE_FULL, SOURCE_CAP, SOURCE_TABLE_FULL, SourcePolicy
 from engine.node.proxy import ProxyParser, looks_like_proxy
+from engine.records.record import CallRecord
+from engine.records.usage import prices_for
+from engine.records.writer import RecordWriter
 
 __all__ = ["LINGER_S", "CallConnection", "Counts", "LocalCounts", "Worker", "WorkerLimits"]
 
@@ -136,6 +140,9 @@ class CallConnection(asyncio.Protocol):
         self._first = True
         self._host = ""
         self._source: str | None = None
+        self._wall_started = 0.0
+        self._answered: float | None = None
+        self._late_at_answer = 0
 
     # -- caller transport ----------------------------------------------------------------
 
@@ -145,6 +152,7 @@ class CallConnection(asyncio.Protocol):
         worker = self.worker
         transport.set_write_buffer_limits(high=worker.limits.caller_send_buffer)
         self._started = time.monotonic()
+        self._wall_started = time.time()
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -353,6 +361,8 @@ class CallConnection(asyncio.Protocol):
                 if self._outlet is not None:
                     self.worker.clock.rephase(self._outlet)
             elif type(action) is StartPacing:
+                self._answered = time.time()
+                self._late_at_answer = self.worker.clock.pacer.late_wakeups
                 if self.transport is not None and call.playout is not None:
                     self._start_outlet(self.transport, call)
                 seconds = self.agent.max_call_seconds or self.worker.limits.max_call_seconds
@@ -434,6 +444,10 @@ class CallConnection(asyncio.Protocol):
         worker.call_ended(self, action)
 
 
+def _utc(moment: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(moment, dt.UTC)
+
+
 @dataclass(slots=True)
 class _Totals:
     ended: dict[str, int] = field(default_factory=dict)
@@ -451,6 +465,7 @@ class Worker:
             worker's calls alone.
         agents: the agent file (the default agent when None).
         manager: the Asterisk manager client, for transfers and caller details.
+        records: where each call's record goes (None: nowhere).
     """
 
     def __init__(
@@ -462,8 +477,11 @@ class Worker:
         counts: Counts | None = None,
         agents: AgentFile | None = None,
         manager: Any = None,
+        records: RecordWriter | None = None,
     ) -> None:
         self.config = config
+        self.records = records
+        self.node = socket.gethostname()
         self.agents = agents if agents is not None else default_agent(config)
         self.manager = manager
         self.runner = ToolRunner(manager=manager)
@@ -561,6 +579,44 @@ class Worker:
                 return False
         return not self.connections
 
+    def _record(self, conn: CallConnection, action: EndCall) -> CallRecord:
+        """The call's record, as it ended."""
+        call, agent, stats = conn.call, conn.agent, conn.call.stats
+        usage = stats.usage
+        ended = time.time()
+        fields = agent.fields
+        outlet = conn._outlet
+        late = (self.clock.pacer.late_wakeups - conn._late_at_answer
+                if conn._answered is not None and self.clock is not None else 0)
+        model = self.config.openai_model
+        return CallRecord(
+            uuid=str(call.uuid), node=self.node, peer=call.peer, listen_port=agent.port,
+            profile=agent.agent.profile if agent.agent is not None else "",
+            variant=agent.variant, caller_id=fields.get("caller_id") or None,
+            caller_name=fields.get("caller_name") or None, dialled=fields.get("dialled") or None,
+            started_at=_utc(conn._wall_started),
+            answered_at=_utc(conn._answered) if conn._answered is not None else None,
+            ended_at=_utc(ended), duration_s=round(ended - conn._wall_started, 3),
+            end_reason=action.reason.value,
+            error_class=type(action.error).__name__ if action.error is not None else None,
+            error=str(action.error) if action.error is not None else None,
+            model=model, dialect=call.settings.dialect.value,
+            upstream_format=call.settings.upstream_format, rate=call.rate,
+            upstream_sessions=stats.upstream_sessions,
+            caller_frames=stats.caller_frames,
+            frames_out=outlet.frames if outlet is not None else 0,
+            underruns=call.playout.underruns if call.playout is not None else 0,
+            rephases=stats.rephases, clock_late_wakeups=late, bargeins=stats.bargeins,
+            truncates=stats.truncates, dtmf="".join(stats.dtmf), responses=usage.responses,
+            input_text_tokens=usage.input_text, input_audio_tokens=usage.input_audio,
+            cached_text_tokens=usage.cached_text, cached_audio_tokens=usage.cached_audio,
+            output_text_tokens=usage.output_text, output_audio_tokens=usage.output_audio,
+            cost_usd=usage.cost(prices_for(model, self.agents.prices)),
+            tools=list(stats.tools),
+            transcript=([list(line) for line in stats.transcript]
+                        if call.settings.log_transcripts else None),
+        )
+
     def call_ended(self, conn: CallConnection, action: EndCall) -> None:
         """Logs the call's end line and counts its reason."""
         call = conn.call
@@ -609,6 +665,12 @@ class Worker:
             fields["error_class"] = type(action.error).__name__
         if call.settings.log_transcripts:
             fields["transcript"] = list(stats.transcript)
+        record = self._record(conn, action) if call.uuid is not None else None
+        if record is not None and record.cost_usd is not None:
+            fields["cost_usd"] = round(record.cost_usd, 6)
+            METRICS.cost.inc(record.cost_usd)
         logs.event(log, "call_ended", level, **fields)
+        if record is not None and self.records is not None:
+            self.records.submit(record)
         if not self.connections and self._idle is not None:
             self._idle.set()

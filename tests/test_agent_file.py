@@ -364,7 +364,7 @@ language = "es"
         "agent.toml: [dtmf] maps: unknown key; did you mean map?",
         "agent.toml: [profiles.es] language: unknown key; known: listen_port, tools, tool, "
         "dtmf, variant, instructions, voice, turn_detection, transcription_model, "
-        "max_output_tokens, upstream_format, max_call_seconds",
+        "max_output_tokens, upstream_format, max_call_seconds, transcripts",
     ]
 
 

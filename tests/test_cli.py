@@ -187,3 +187,9 @@ def test_run_with_the_simulator_answers_a_call(tmp_path: Path) -> None:
         rest = engine.communicate(timeout=30)[1]
     assert engine.returncode == 0, rest
     assert '"event":"call_ended"' in rest and '"reason":"caller_hangup"' in rest
+    # The node kept the call's record where RECORDS_URL says by default: ./calls.db.
+    listed = _cli("calls", "list", "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    (doc,) = orjson.loads(listed.stdout)
+    assert doc["uuid"] == report["uuid"] and doc["end_reason"] == "caller_hangup"
+    assert doc["responses"] >= 1 and doc["cost_usd"] > 0

@@ -38,6 +38,10 @@ A TOML file (``AGENT_FILE``); every key is optional but a tool's ``name``, ``des
     headers = { Authorization = "Bearer ${BACKEND_API_KEY}" }
     max_response_bytes = 16384           # the default
 
+    [prices."gpt-realtime"]              # US dollars per million tokens (defaults: list prices)
+    audio_input = 32.0
+    audio_cached_input = 0.4
+
     [dtmf]
     mode = "forward"                     # digits to the model as text; or "ignore"
     map = { "0" = "transfer_to_department:operator", "#" = "end_call" }
@@ -75,6 +79,12 @@ The rules:
   missing one is an error), ``body = "json"`` (the default for POST, PUT and PATCH) sends the
   arguments as JSON; ``python``: ``callable = "package.module:function"``, an async function
   importable by the engine, awaited with the validated arguments (a dict).
+- ``transcripts = true`` (an ``[agent]`` key) keeps transcripts in the logs and call records
+  of this agent's calls whatever ``LOG_TRANSCRIPTS`` says (``false``: never).
+- ``[prices."MODEL"]``: what ``MODEL``'s tokens cost, in US dollars per million, by kind
+  (``text_input``, ``text_cached_input``, ``text_output``, ``audio_input``,
+  ``audio_cached_input``, ``audio_output``); keys left out keep the engine's list price, and a
+  model the engine has no price for (an Azure deployment's name) needs all six.
 - ``[dtmf]``: ``mode`` says what happens to a digit not in ``map``; a digit in ``map`` runs
   a hangup or transfer tool by name, ``"tool:destination"`` for a transfer.
 - ``[profiles.NAME]``: the agent of the listener on ``listen_port``; it may set any
@@ -120,6 +130,7 @@ from engine.agent.toolspec import (
 )
 from engine.config import Config
 from engine.errors import ConfigError
+from engine.records.usage import DEFAULT_PRICES, PRICE_KEYS, Prices
 
 __all__ = [
     "DISPOSITIONS",
@@ -203,6 +214,7 @@ class Agent:
     max_call_seconds: int
     tools: tuple[ToolSpec, ...]
     dtmf: DtmfPolicy = field(default_factory=DtmfPolicy)
+    transcripts: bool | None = None  # None: LOG_TRANSCRIPTS decides
 
     def instructions_for(self, fields: Mapping[str, str]) -> str:
         """The instructions for one call; ``variant`` defaults to this agent's."""
@@ -264,6 +276,7 @@ class AgentFile:
     default: Profile
     profiles: tuple[Profile, ...] = ()
     warnings: tuple[str, ...] = ()
+    prices: Mapping[str, Prices] = field(default_factory=lambda: dict(DEFAULT_PRICES))
 
     def profile_for_port(self, port: int) -> Profile:
         return next((p for p in self.profiles if p.listen_port == port), self.default)
@@ -344,9 +357,9 @@ def default_agent(config: Config) -> AgentFile:
 
 # -- loading ------------------------------------------------------------------------------
 
-_TOP_KEYS = ("agent", "tool", "dtmf", "profiles", "variant")
+_TOP_KEYS = ("agent", "tool", "dtmf", "profiles", "variant", "prices")
 _AGENT_KEYS = ("instructions", "voice", "turn_detection", "transcription_model",
-               "max_output_tokens", "upstream_format", "max_call_seconds")
+               "max_output_tokens", "upstream_format", "max_call_seconds", "transcripts")
 _TURN_KEYS = ("type", "threshold", "silence_ms", "prefix_padding_ms", "eagerness")
 _PROFILE_KEYS = ("listen_port", "tools", "tool", "dtmf", "variant", *_AGENT_KEYS)
 _VARIANT_KEYS = ("name", "weight", *_AGENT_KEYS)
@@ -452,7 +465,32 @@ class _Reader(ToolReader):
             player = self.layer(pdoc, where)
             profiles.append(self.profile(name, port, [*layers, player], ptools, pdtmf,
                                          pvariants))
-        return AgentFile(path, default, tuple(profiles), tuple(self.warnings))
+        prices = self.prices(self.get(doc, top, "prices", "table"))
+        return AgentFile(path, default, tuple(profiles), tuple(self.warnings), prices)
+
+    def prices(self, doc: dict[str, Any] | None) -> dict[str, Prices]:
+        """The engine's prices with the file's on top."""
+        out = dict(DEFAULT_PRICES)
+        for model, pdoc in (doc or {}).items():
+            where = f'[prices."{model}"]'
+            if not isinstance(pdoc, dict):
+                self.problem("[prices]", model, f"expected a table, got {kind_of(pdoc)}")
+                continue
+            self.keys(pdoc, where, PRICE_KEYS)
+            base = out.get(model)
+            values = {}
+            for key in PRICE_KEYS:
+                value = self.ranged(pdoc, where, key, "number", 0, 100_000)
+                if value is not None:
+                    values[key] = float(value)
+                elif key not in pdoc and base is None:
+                    self.problem(where, key, "missing: the engine has no price for this model, "
+                                 "so every kind needs one")
+                elif base is not None:
+                    values[key] = getattr(base, key)
+            if len(values) == len(PRICE_KEYS):
+                out[model] = Prices(**values)
+        return out
 
     def profile_tools(self, pdoc: dict[str, Any], where: str, name: str,
                       tools: tuple[ToolSpec, ...]) -> tuple[ToolSpec, ...]:
@@ -515,6 +553,7 @@ class _Reader(ToolReader):
             "upstream_format": self.choice(doc, where, "upstream_format", ("pcm16", "pcmu")),
             "max_call_seconds": self.ranged(doc, where, "max_call_seconds", "integer", 1,
                                             86_400),
+            "transcripts": self.get(doc, where, "transcripts", "boolean"),
         }
         out.update((k, v) for k, v in found.items() if v is not None)
         td = self.get(doc, where, "turn_detection", "table")

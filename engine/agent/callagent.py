@@ -67,8 +67,10 @@ class CallAgent:
             return dataclasses.replace(self.base, session=session)
         session = dataclasses.replace(
             self.base.session, **{name: getattr(ours, name) for name in _AGENT_SESSION})
-        return dataclasses.replace(self.base, session=session,
-                                   upstream_format=self.agent.upstream_format)
+        transcripts = self.agent.transcripts
+        return dataclasses.replace(
+            self.base, session=session, upstream_format=self.agent.upstream_format,
+            log_transcripts=self.base.log_transcripts if transcripts is None else transcripts)
 
     async def fill(self, manager: Any, uuid: UUID | None) -> CallSettings | None:
         """The caller's number, name and dialled number from the manager (bounded in time);

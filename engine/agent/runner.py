@@ -48,6 +48,8 @@ log = logging.getLogger("engine.agent.runner")
 
 REPLY_START_S = 3.0
 """How long a transfer waits for the model to start the sentence it was asked for."""
+MAX_NOTED_ARGUMENTS = 4096
+"""A call's record keeps this many characters of a tool call's arguments."""
 CALLER_UUID_VARIABLE = "VE_UUID"
 """The channel variable the dialplan sets to the call's UUID (see ``asterisk/``)."""
 
@@ -79,6 +81,23 @@ def _json(doc: Mapping[str, Any]) -> str:
 
 def _error(code: str, message: str, **more: Any) -> dict[str, Any]:
     return {"error": code, "message": message, **more}
+
+
+def _ms(started: float) -> int:
+    return round(1000 * (time.monotonic() - started))
+
+
+def _note(host: ToolHost, name: str, arguments: str, outcome: str, started: float,
+          level: int = logging.INFO, **more: Any) -> None:
+    """A tool call's outcome: its log line, and an entry in the call's record (with the
+    arguments as the model sent them)."""
+    call = host.call
+    ms = _ms(started)
+    logs.event(log, "tool_call", level, call=str(call.uuid) if call.uuid else call.peer,
+               tool=name, outcome=outcome, ms=ms, **more)
+    if len(arguments) > MAX_NOTED_ARGUMENTS:
+        arguments = arguments[:MAX_NOTED_ARGUMENTS] + "…"
+    call.note_tool({"name": name, "arguments": arguments, "outcome": outcome, "ms": ms, **more})
 
 
 class ToolRunner:
@@ -113,13 +132,19 @@ class ToolRunner:
         digit), not the model: nothing is answered, a transfer goes at once."""
 
         async def direct() -> None:
+            started = time.monotonic()
             try:
                 outcome = await asyncio.wait_for(
                     self._act(host, spec, arguments, wait=False), spec.timeout_s)
             except Exception as exc:
                 logs.event(log, "dtmf_action_failed", logging.ERROR, call=str(host.call.uuid),
                            tool=spec.name, error=str(exc) or type(exc).__name__)
+                host.call.note_tool({"name": spec.name, "by": "dtmf", "arguments": arguments,
+                                     "outcome": "tool_failed", "ms": _ms(started)})
                 return
+            host.call.note_tool({"name": spec.name, "by": "dtmf", "arguments": arguments,
+                                 "outcome": str(outcome.output.get("error", "ok")),
+                                 "ms": _ms(started)})
             if outcome.then is not None:
                 await outcome.then
             elif "error" in outcome.output:
@@ -152,15 +177,15 @@ class ToolRunner:
         if spec is None:
             self._answer(host, request, _Outcome(_error(
                 "unknown_tool", f"there is no tool named {request.name!r}", tools=list(known))))
-            logs.event(log, "tool_call", logging.WARNING, call=call_log, tool=request.name,
-                       outcome="unknown_tool")
+            _note(host, request.name, request.arguments, "unknown_tool", started,
+                  logging.WARNING)
             return
         try:
             arguments = spec.validate(request.arguments)
         except ToolArgumentsInvalid as exc:
             self._answer(host, request, _Outcome(_error("invalid_arguments", exc.reason)))
-            logs.event(log, "tool_call", logging.WARNING, call=call_log, tool=spec.name,
-                       outcome="invalid_arguments", reason=exc.reason)
+            _note(host, spec.name, request.arguments, "invalid_arguments", started,
+                  logging.WARNING, reason=exc.reason)
             return
         work = asyncio.ensure_future(self._act(host, spec, arguments))
         try:
@@ -171,9 +196,8 @@ class ToolRunner:
         if work in done:
             outcome = self._outcome(work, spec)
             self._answer(host, request, outcome)
-            logs.event(log, "tool_call", call=call_log, tool=spec.name,
-                       outcome=outcome.output.get("error", "ok"),
-                       ms=round(1000 * (time.monotonic() - started)))
+            _note(host, spec.name, request.arguments, outcome.output.get("error", "ok"),
+                  started)
             if outcome.then is not None:
                 await outcome.then
             return
@@ -182,14 +206,15 @@ class ToolRunner:
             "message": f"{spec.name} is taking longer than usual; its result will follow. "
                        "Tell the caller you are still checking.",
         }))
-        logs.event(log, "tool_call", logging.WARNING, call=call_log, tool=spec.name,
-                   outcome="still_working", ms=round(1000 * (time.monotonic() - started)))
+        _note(host, spec.name, request.arguments, "still_working", started, logging.WARNING)
         try:
             await asyncio.wait_for(asyncio.shield(work), self.late_limit_s)
         except TimeoutError:
             work.cancel()
             logs.event(log, "tool_late_result_dropped", logging.WARNING, call=call_log,
                        tool=spec.name, after_s=round(time.monotonic() - started, 3))
+            host.call.note_tool({"name": spec.name, "outcome": "late_result_dropped",
+                                 "ms": _ms(started)})
             return
         except asyncio.CancelledError:
             work.cancel()
@@ -200,7 +225,9 @@ class ToolRunner:
             host.call.tool_late_result(spec.name, _json(outcome.output))
             host.act()
         logs.event(log, "tool_late_result", call=call_log, tool=spec.name,
-                   delivered=delivered, ms=round(1000 * (time.monotonic() - started)))
+                   delivered=delivered, ms=_ms(started))
+        host.call.note_tool({"name": spec.name, "ms": _ms(started),
+                             "outcome": "late_" + str(outcome.output.get("error", "ok"))})
         if outcome.then is not None:
             if delivered:
                 await outcome.then

@@ -120,6 +120,8 @@ class EngineProcess:
             "LOG_LEVEL": "INFO",
             "LOG_FORMAT": "json",
             "VOICE_ENGINE_IMPL": opts.impl,
+            # Records are kept as in production, in the run's own folder.
+            "RECORDS_URL": f"sqlite:///{workdir / 'calls.db'}",
         })
         if ca_file is not None:
             env["UPSTREAM_CA_FILE"] = str(ca_file)

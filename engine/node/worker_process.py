@@ -39,6 +39,8 @@ EXIT_SUPERVISOR_LOST = 4
 """The supervisor's end of the channel closed: calls were hung up and the worker left."""
 
 HEARTBEAT = 1.0
+RECORDS_FLUSH_S = 5.0
+"""How long a stopping worker waits for its last call records to be written."""
 
 
 def boot_message(config: Config, *, slot: int, counts: str, url: str,
@@ -151,8 +153,14 @@ class _Runtime:
             manager = Manager(config.ami_host, config.ami_port, config.ami_user,
                               config.ami_pass or "")
             manager.start()
+        records = None
+        if config.records_url:
+            from engine.records.writer import RecordWriter
+
+            records = RecordWriter(config.records_url)
+            records.start()
         self.worker = Worker(config, endpoint, settings, counts=counts, agents=agents,
-                             manager=manager)
+                             manager=manager, records=records)
         port = await self.worker.start()
         # Everything alive now (modules, configuration, agents) lives as long as the worker:
         # moved out of the collector's sight, so a full collection, which stops the clock while
@@ -235,6 +243,8 @@ class _Runtime:
         await worker.stop()
         if worker.manager is not None:
             await worker.manager.close()
+        if worker.records is not None:
+            await asyncio.to_thread(worker.records.close, RECORDS_FLUSH_S)
         logs.event(log, "worker_stopped", slot=self.slot, reason=why, calls_at_start=left,
                    hung_up=hung_up)
         if self.done is not None and not self.done.done():

@@ -185,22 +185,24 @@ def item_done(dialect: Dialect, item: dict[str, Any], previous: str | None) -> l
 
 def usage(
     dialect: Dialect, input_text: int, input_audio_ms: int, output_text: int,
-    output_audio_ms: int,
+    output_audio_ms: int, cached_text: int = 0,
 ) -> dict[str, Any]:
-    """A ``usage`` block with realistic token counts (audio: 10/s in, 20/s out)."""
+    """A ``usage`` block with realistic token counts (audio: 10/s in, 20/s out);
+    ``cached_text`` of the input text tokens were cached (beta reports no breakdown)."""
     in_audio = math.ceil(input_audio_ms / 100)
     out_audio = math.ceil(output_audio_ms / 50)
     in_total = input_text + in_audio
     out_total = output_text + out_audio
+    cached_text = min(cached_text, input_text)
     input_details: dict[str, Any] = {
         "text_tokens": input_text,
         "audio_tokens": in_audio,
-        "cached_tokens": 0,
+        "cached_tokens": cached_text,
     }
     if dialect is Dialect.GA:
         input_details["image_tokens"] = 0
         input_details["cached_tokens_details"] = {
-            "text_tokens": 0, "audio_tokens": 0, "image_tokens": 0}
+            "text_tokens": cached_text, "audio_tokens": 0, "image_tokens": 0}
     return {
         "total_tokens": in_total + out_total,
         "input_tokens": in_total,

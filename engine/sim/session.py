@@ -71,6 +71,7 @@ class SessionReport:
     mistakes: list[str] = field(default_factory=list)
     responses: int = 0
     function_calls: int = 0
+    usage: list[dict[str, Any]] = field(default_factory=list)  # each response.done's
     closed: str | None = None
     client_request_id: str | None = None  # the X-Client-Request-Id header, if any
 
@@ -482,8 +483,11 @@ class SimSession:
             ]
         else:
             tail = []
-        use = ev.usage(self.dialect, len(self.settings.instructions) // 4 + 8, self._input_ms,
-                       len(self.config.response_text) // 4, r.sent_ms)
+        # The instructions are the prompt's prefix: cached from the session's second response.
+        prompt = len(self.settings.instructions) // 4 + 8
+        use = ev.usage(self.dialect, prompt, self._input_ms, len(self.config.response_text) // 4,
+                       r.sent_ms, cached_text=prompt if self.report.usage else 0)
+        self.report.usage.append(use)
         details = None if reason is None else {"type": "cancelled", "reason": reason}
         tail += [
             {"type": "response.output_item.done", "response_id": r.id, "output_index": 0,
