@@ -250,11 +250,14 @@ def test_native_pass_equals_the_twin(seed: int, outlets: int, steps: int, subtic
         outs = [m.Outlet(Owner(), playout(impl), r) for r in recs]
         now = 100.0
         log: list[object] = []
+        taken: list[list[bytes]] = [[] for _ in outs]
         for o in outs:
             o.playout.push(rng.randbytes(FRAME * rng.randint(0, 30)))
             if rng.random() < 0.5:
                 o.playout.mark_complete()
                 o.watch = rng.random() < 0.5
+            if rng.random() < 0.6:
+                o.tap = bytearray()
         for _ in range(steps):
             now += rng.choice([0.0005, 0.003, 0.004, 0.0041, 0.02, 0.05, 0.2])
             o = rng.choice(outs)
@@ -267,12 +270,22 @@ def test_native_pass_equals_the_twin(seed: int, outlets: int, steps: int, subtic
                 log.append(("rephase", pacer.rephase(o, now)))
             elif op < 0.4:
                 o.playout.push(rng.randbytes(FRAME * rng.randint(1, 5)))
+            elif op < 0.45 and o.tap is not None:
+                taken[outs.index(o)].append(bytes(o.tap))
+                o.tap = bytearray()  # as the recorder takes what a tap holds
             else:
                 log.append(("run", [outs.index(x) for x in pacer.run(now)]))
             log.append((len(pacer), pacer.next_deadline(), pacer.ticks, pacer.late_wakeups,
                         pacer.catchup_frames, pacer.resyncs, pacer.rephases))
         log.append([[d for _, d in r.writes] for r in recs])
         log.append([o.frames for o in outs])
+        for o, r, parts in zip(outs, recs, taken, strict=True):
+            if o.tap is not None:
+                # The tap holds what was played: every written frame's audio, in order.
+                written = b"".join(d for _, d in r.writes)
+                frames = [written[i + 3:i + 3 + FRAME] for i in range(0, len(written), 3 + FRAME)]
+                assert b"".join(parts) + bytes(o.tap) == b"".join(frames)
+        log.append(taken)
         log.append((pacer.max_lateness, list(pacer.lateness_bins)))
         return log
 

@@ -63,21 +63,29 @@ def test_native_equals_twin_in_every_chunking(
         message(kind, p) + (b"\x03\x00\x015" if i == dtmf_at else b"")
         for i, p in enumerate(payloads))
     rigs = [Rig(impl, kind, fmt, append_ms, prebuffer_ms, seed) for impl in IMPLS]
+    taps: list[list[bytes]] = [[], []]
+    for rig in rigs:
+        rig.uplink.tap = bytearray()
     seen: list[list[object]] = [[], []]
     pos = k = 0
     while pos < len(stream):
         end = pos + cuts[k % len(cuts)]
-        for rig, trace in zip(rigs, seen, strict=True):
+        for rig, trace, tap in zip(rigs, seen, taps, strict=True):
             if k == open_at:
                 rig.uplink.sending = True
                 trace.append(("flush", rig.uplink.flush()))
+            if k % 3 == 2:  # the recorder takes what the tap holds and gives a fresh one
+                tap.append(bytes(rig.uplink.tap))
+                rig.uplink.tap = bytearray()
             trace.append(rig.feed(stream[pos:end]))
             trace.append(rig.counters())
         pos, k = end, k + 1
     assert seen[0] == seen[1]
     assert rigs[0].out == rigs[1].out
-    for rig in rigs:
+    for rig, tap in zip(rigs, taps, strict=True):
         assert rig.uplink.frames == frames
+        # The tap holds the caller's audio as it arrived, before any resampling.
+        assert b"".join(tap) + bytes(rig.uplink.tap) == b"".join(payloads)
 
 
 @pytest.mark.parametrize("impl", IMPLS)

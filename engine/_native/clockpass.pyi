@@ -15,6 +15,7 @@ class Outlet:
     direct: int
     error: Exception | None
     upstream_send: Any
+    tap: bytearray | None
     status: int
     read_errno: int
     reads: int

@@ -21,8 +21,10 @@ stream that came with data is met by the next read (``2 * read_every`` ticks at 
 """
 
 cimport cython
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
+from libc.string cimport memcpy
 from libc.errno cimport errno, EAGAIN, EINTR
 
 from engine._native.audiosocket cimport Parser
@@ -69,6 +71,9 @@ cdef class Outlet:
         transport: the caller's transport.
         fd: the caller socket's descriptor for direct sends, or -1 for ``transport.write``
             alone.
+
+    ``tap``, when set to a bytearray, gets the audio of every frame written, as played (the
+    call's recording); the adapter swaps in a fresh one when it takes what it holds.
     """
 
     cdef readonly object owner
@@ -79,6 +84,7 @@ cdef class Outlet:
     cdef readonly Py_ssize_t frames, direct
     cdef readonly object error
     cdef public object upstream_send
+    cdef public bytearray tap
     cdef readonly int status, read_errno
     cdef readonly Py_ssize_t reads
     cdef object _write, _size
@@ -99,6 +105,7 @@ cdef class Outlet:
         self._bucket = -1
         self._visits = 0
         self.upstream_send = None
+        self.tap = None
         self._parser = None
         self._up = None
         self.status = self.read_errno = 0
@@ -155,6 +162,20 @@ cdef class Outlet:
                 del up[:]
         return 0
 
+    cdef int _tap(self, bytes message, Py_ssize_t size, int frames) except -1:
+        """Appends the payloads of ``message``'s ``frames`` messages (headers left out)."""
+        cdef Py_ssize_t each = size // frames
+        cdef Py_ssize_t payload = each - 3
+        cdef Py_ssize_t old = PyByteArray_GET_SIZE(self.tap)
+        cdef const char *src = PyBytes_AS_STRING(message)
+        cdef char *dst
+        cdef int k
+        PyByteArray_Resize(self.tap, old + frames * payload)
+        dst = PyByteArray_AS_STRING(self.tap) + old
+        for k in range(frames):
+            memcpy(dst + k * payload, src + k * each + 3, payload)
+        return 0
+
     @property
     def played_out(self):
         """Nothing of the model's is left to play."""
@@ -172,6 +193,8 @@ cdef class Outlet:
             message = b"".join(parts)
         self.frames += frames
         size = PyBytes_GET_SIZE(message)
+        if self.tap is not None:
+            self._tap(message, size, frames)
         if self.fd >= 0 and self._size() == 0:
             sent = send(self.fd, PyBytes_AS_STRING(message), size, MSG_DONTWAIT | MSG_NOSIGNAL)
             if sent == size:

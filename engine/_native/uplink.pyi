@@ -15,6 +15,7 @@ class Uplink(AudioSink):
     prebuffer_bytes: int
     dropped_bytes: int
     sending: bool
+    tap: bytearray | None
     out: list[bytes]
     def __init__(
         self, kind: int, stages: Iterable[Any], ulaw: bool, append_bytes: int,

@@ -9,6 +9,7 @@ into its preformatted text, masked in the same buffer. Only that frame reaches P
 ``out``; while the upstream is not open, at most ``prebuffer_bytes`` (the newest) are kept.
 """
 
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t
 from libc.stdlib cimport free, realloc
@@ -107,10 +108,14 @@ cdef class Uplink(AudioSink):
         prebuffer_bytes: the most kept while the upstream is not open (the newest).
         framer: masks the frames (the process's pool of random bytes).
         out: the list the finished frames are appended to, for the adapter to write.
+
+    ``tap``, when set to a bytearray, gets every caller payload as it arrived (the call's
+    recording); the adapter swaps in a fresh one when it takes what it holds.
     """
 
     cdef readonly Py_ssize_t frames, appends, append_bytes, prebuffer_bytes, dropped_bytes
     cdef public bint sending
+    cdef public bytearray tap
     cdef readonly list out
     cdef Resampler _first, _second
     cdef bint _ulaw
@@ -146,6 +151,7 @@ cdef class Uplink(AudioSink):
         self._framer = framer
         self.out = out
         self.sending = False
+        self.tap = None
         self.frames = self.appends = self.dropped_bytes = 0
         self._n = 0
 
@@ -170,7 +176,12 @@ cdef class Uplink(AudioSink):
         cdef bytes pcm
         cdef const uint8_t *src = data
         cdef Py_ssize_t n = length
+        cdef Py_ssize_t old
         self.frames += 1
+        if self.tap is not None:
+            old = PyByteArray_GET_SIZE(self.tap)
+            PyByteArray_Resize(self.tap, old + length)
+            memcpy(PyByteArray_AS_STRING(self.tap) + old, data, length)
         if self._first is not None:
             pcm = self._first._process(None, src, n, False)
             if self._second is not None:

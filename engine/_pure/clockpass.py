@@ -38,6 +38,7 @@ class Outlet:
         self.direct = 0
         self.error: Exception | None = None
         self.upstream_send: Any = None
+        self.tap: bytearray | None = None
         self.status = 0
         self.read_errno = 0
         self.reads = 0
@@ -69,9 +70,12 @@ class Outlet:
 
     def emit(self, frames: int) -> None:
         """Pops and writes ``frames`` messages (more than one only when catching up)."""
-        message = b"".join(self.playout.pop_message() for _ in range(frames))
+        messages = [self.playout.pop_message() for _ in range(frames)]
         self.frames += frames
-        self.transport.write(message)
+        if self.tap is not None:
+            for one in messages:
+                self.tap += one[3:]
+        self.transport.write(b"".join(messages))
 
     def read(self) -> None:
         """Reads what has arrived; sends finished upstream frames; sets status bits."""

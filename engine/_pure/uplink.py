@@ -51,6 +51,7 @@ class Uplink(AudioSink):
         self._framer = framer
         self.out = out
         self.sending = False
+        self.tap: bytearray | None = None
         self.frames = self.appends = self.dropped_bytes = 0
         self._pending = bytearray()
         self._n = 0
@@ -62,6 +63,8 @@ class Uplink(AudioSink):
 
     def push(self, payload: bytes) -> bool:
         self.frames += 1
+        if self.tap is not None:
+            self.tap += payload
         pcm = bytes(payload)
         for stage in self._stages:
             pcm = stage.process(pcm)
