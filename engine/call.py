@@ -287,6 +287,7 @@ class Call:
         self.to_upstream: list[bytes] = []
         self.upstream_frames: list[bytes] = []
         self._framer = framer
+        self.recording = False  # set before media starts: the caller's audio is tapped
         self._uplink: Any = None
         self._actions: list[Action] = []
         self._parser = audiosocket.Parser(settings.max_payload)
@@ -448,6 +449,14 @@ class Call:
             self._hang_up_after_goodbye(response_id)
         self._ask()
 
+    def take_caller_audio(self) -> bytearray:
+        """The caller's audio since the last take, as it arrived (a recording call's)."""
+        up = self._uplink
+        if up is None or up.tap is None:
+            return bytearray()
+        taken, up.tap = up.tap, bytearray()
+        return taken  # type: ignore[no-any-return]
+
     def note_tool(self, entry: dict[str, Any]) -> None:
         """A tool call's outcome, for the call's record (the first ``MAX_TOOL_NOTES``)."""
         if len(self._stats.tools) < MAX_TOOL_NOTES:
@@ -557,6 +566,8 @@ class Call:
             settings.prebuffer_ms * bytes_per_ms, self._framer, self.upstream_frames,
         )
         self._uplink.sending = self.state is State.ACTIVE or self.state is State.WRAPPING_UP
+        if self.recording:
+            self._uplink.tap = bytearray()
         self._parser.attach(self._uplink)
         self._actions.append(StartPacing())
 

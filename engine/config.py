@@ -178,6 +178,12 @@ FIELDS: tuple[Setting, ...] = (
     Setting("AMI_PORT", _ranged(int, 1, 65535), "Asterisk manager port"),
     Setting("AMI_USER", _optional, "Asterisk manager user; unset, the engine does not use it"),
     Setting("AMI_PASS", _optional, "Asterisk manager secret", True),
+    Setting("RECORDINGS_DIR", _optional, "two-track WAV recordings of every call go here; "
+            "empty records none"),
+    Setting("RECORDINGS_MAX_DAYS", _ranged(float, 0, 36_500), "recordings older are deleted; "
+            "0 keeps them"),
+    Setting("RECORDINGS_MAX_MB", _ranged(int, 0, 1 << 30), "the oldest recordings are deleted "
+            "beyond this total; 0 is no bound"),
     Setting("RECORDS_URL", _records_url, "call records: sqlite:///PATH or postgresql://...; "
             "empty keeps none", True, show=_show_url),
 )
@@ -228,6 +234,9 @@ class Config:
     ami_user: str | None = None
     ami_pass: str | None = field(default=None, repr=False)
     records_url: str | None = field(default="sqlite:///./calls.db", repr=False)
+    recordings_dir: str | None = None
+    recordings_max_days: float = 30.0
+    recordings_max_mb: int = 0
 
     def replace(self, **changes: Any) -> Config:
         """A copy with ``changes`` applied (no re-validation: for tests and the simulator)."""

@@ -35,6 +35,8 @@ class Metrics:
     cost: Counter
     records_written: Counter
     records_lost: Counter
+    recordings: Counter
+    recording_dropped_bytes: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -74,6 +76,11 @@ class Metrics:
             records_lost=Counter("voice_engine_records_lost", "Call records not written, by "
                                  "cause (queue_full, store_failed, shutdown, write_crashed)",
                                  ["cause"], registry=registry),
+            recordings=Counter("voice_engine_recordings", "Call recordings ended, by outcome "
+                               "(finished, failed)", ["outcome"], registry=registry),
+            recording_dropped_bytes=Counter("voice_engine_recording_dropped_bytes",
+                                            "Recorded audio the disk could not keep up with, "
+                                            "written as silence", registry=registry),
         )
 
 

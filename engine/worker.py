@@ -14,6 +14,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 from engine import logs, upstream
@@ -45,12 +46,14 @@ from engine.metrics import METRICS
 from engine.node.admission import NODE_FULL, SOURCE_CAP, SOURCE_TABLE_FULL, SourcePolicy
 from engine.node.proxy import ProxyParser, looks_like_proxy
 from engine.records.record import CallRecord
+from engine.records.recording import RecordingWriter
 from engine.records.usage import prices_for
 from engine.records.writer import RecordWriter
 
 __all__ = ["LINGER_S", "CallConnection", "Counts", "LocalCounts", "Worker", "WorkerLimits"]
 
 LINGER_S = 2.0
+RECORDING_TAKE_S = 0.5
 
 log = logging.getLogger("engine.worker")
 
@@ -143,6 +146,7 @@ class CallConnection(asyncio.Protocol):
         self._wall_started = 0.0
         self._answered: float | None = None
         self._late_at_answer = 0
+        self._recording: Path | None = None
 
     # -- caller transport ----------------------------------------------------------------
 
@@ -164,6 +168,7 @@ class CallConnection(asyncio.Protocol):
         host = self._host = str(peer[0]) if peer else ""
         self.call.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         worker.connections.add(self)
+        self.call.recording = worker.recorder is not None
         METRICS.active_calls.inc()
         self._later(worker.limits.handshake_timeout, self.call.handshake_timeout)
         policy = worker.policy
@@ -384,12 +389,28 @@ class CallConnection(asyncio.Protocol):
         """The call's media flows: its frames go out on the clock, which also reads the
         caller (when the worker's clock reads) with the transport's own reading paused."""
         outlet = self._outlet = Outlet(self, call.playout, transport, self._fd)
+        recorder = self.worker.recorder
+        if recorder is not None and call.uuid is not None and call.rate is not None:
+            outlet.tap = bytearray()
+            self._recording = recorder.path_for(str(call.uuid), _utc(self._wall_started),
+                                                id(self))
+            recorder.open(str(id(self)), self._recording, call.rate)
+            self.worker.recording.add(self)
         if self.worker.clock_reads and self._fd >= 0:
             outlet.read_with(call.parser, call.upstream_frames)
             if self.upstream is not None:
                 outlet.upstream_send = self.upstream.send_frames
             transport.pause_reading()
         self.worker.clock.add(outlet)
+
+    def take_recording(self) -> None:
+        """Hands the audio both taps hold to the recorder."""
+        outlet = self._outlet
+        recorder = self.worker.recorder
+        if outlet is None or outlet.tap is None or recorder is None:
+            return
+        played, outlet.tap = outlet.tap, bytearray()
+        recorder.audio(str(id(self)), self.call.take_caller_audio(), played)
 
     def _max_duration(self) -> None:
         self.call.max_duration_reached()
@@ -406,9 +427,15 @@ class CallConnection(asyncio.Protocol):
     def _end(self, action: EndCall) -> None:
         worker = self.worker
         outlet = self._outlet
+        if self in worker.recording:
+            self.take_recording()
+            worker.recording.discard(self)
+            if worker.recorder is not None:
+                worker.recorder.close(str(id(self)))
         if outlet is not None:
             worker.clock.remove(outlet)
             outlet.upstream_send = None
+            outlet.tap = None
             if outlet.reading:
                 outlet.read_with(None, None)
                 if self.transport is not None and not self.transport.is_closing():
@@ -466,6 +493,7 @@ class Worker:
         agents: the agent file (the default agent when None).
         manager: the Asterisk manager client, for transfers and caller details.
         records: where each call's record goes (None: nowhere).
+        recorder: writes each call's two-track recording (None: calls are not recorded).
     """
 
     def __init__(
@@ -478,9 +506,13 @@ class Worker:
         agents: AgentFile | None = None,
         manager: Any = None,
         records: RecordWriter | None = None,
+        recorder: RecordingWriter | None = None,
     ) -> None:
         self.config = config
         self.records = records
+        self.recorder = recorder
+        self.recording: set[CallConnection] = set()
+        self._recording_task: asyncio.Task[None] | None = None
         self.node = socket.gethostname()
         self.agents = agents if agents is not None else default_agent(config)
         self.manager = manager
@@ -514,6 +546,8 @@ class Worker:
         self.clock = Clock(loop, on_stats=self._clock_stats,
                            read_every=max(1, self.clock_reads))
         self.clock.start()
+        if self.recorder is not None:
+            self._recording_task = loop.create_task(self._take_recordings())
         self._idle = asyncio.Event()
         host = self.config.listen_host if host is None else host
         ports = [self.config.listen_port if port is None else port, *self.agents.listen_ports]
@@ -547,8 +581,19 @@ class Worker:
         self.lingering.clear()
         if self.clock is not None:
             self.clock.stop()
+        if self._recording_task is not None:
+            self._recording_task.cancel()
+            await asyncio.gather(self._recording_task, return_exceptions=True)
+            self._recording_task = None
         await self.runner.close()
         await asyncio.sleep(0)
+
+    async def _take_recordings(self) -> None:
+        """Every ``RECORDING_TAKE_S``, the recording calls' audio goes to the recorder."""
+        while True:
+            await asyncio.sleep(RECORDING_TAKE_S)
+            for conn in list(self.recording):
+                conn.take_recording()
 
     def linger(self, transport: asyncio.Transport) -> None:
         """Keeps a hung-up caller's socket half-open until the caller closes it, at most
@@ -613,6 +658,7 @@ class Worker:
             output_text_tokens=usage.output_text, output_audio_tokens=usage.output_audio,
             cost_usd=usage.cost(prices_for(model, self.agents.prices)),
             tools=list(stats.tools),
+            recording=str(conn._recording) if conn._recording is not None else None,
             transcript=([list(line) for line in stats.transcript]
                         if call.settings.log_transcripts else None),
         )

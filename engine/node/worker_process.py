@@ -159,8 +159,16 @@ class _Runtime:
 
             records = RecordWriter(config.records_url)
             records.start()
+        recorder = None
+        if config.recordings_dir:
+            from engine.records.recording import RecordingWriter
+
+            recorder = RecordingWriter(Path(config.recordings_dir),
+                                       max_age_s=config.recordings_max_days * 86400,
+                                       max_bytes=config.recordings_max_mb << 20)
+            recorder.start()
         self.worker = Worker(config, endpoint, settings, counts=counts, agents=agents,
-                             manager=manager, records=records)
+                             manager=manager, records=records, recorder=recorder)
         port = await self.worker.start()
         # Everything alive now (modules, configuration, agents) lives as long as the worker:
         # moved out of the collector's sight, so a full collection, which stops the clock while
@@ -243,6 +251,8 @@ class _Runtime:
         await worker.stop()
         if worker.manager is not None:
             await worker.manager.close()
+        if worker.recorder is not None:
+            await asyncio.to_thread(worker.recorder.stop, RECORDS_FLUSH_S)
         if worker.records is not None:
             await asyncio.to_thread(worker.records.close, RECORDS_FLUSH_S)
         logs.event(log, "worker_stopped", slot=self.slot, reason=why, calls_at_start=left,
