@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from engine import logs, realtime
+from engine import handover, logs, realtime
 from engine._impl import audiosocket, g711, playout, resample, uplink, wsframe
 from engine.config import Config, dialect_of
 from engine.errors import ClockFailed, EngineError, KindChanged, UnsupportedRate, UpstreamError
+from engine.handover import Conversation
 from engine.records.usage import Usage
 from engine.toolcalls import ToolCalls
 
@@ -40,6 +41,7 @@ __all__ = [
     "CallSettings",
     "ConnectUpstream",
     "DtmfPressed",
+    "Handover",
     "EndCall",
     "EndReason",
     "REFUSALS",
@@ -56,6 +58,7 @@ UPSTREAM_RATE = 24000
 PCMU_RATE = 8000
 MAX_TRANSCRIPT_LINES = 500
 MAX_TOOL_NOTES = 100
+_NO_HANDOVER, _WANTED, _OPENING = "none", "wanted", "opening"
 MAX_DTMF = 256
 GOODBYE_INSTRUCTIONS = "Say goodbye to the caller in one short sentence."
 WRAPUP_INSTRUCTIONS = (
@@ -141,6 +144,12 @@ class RunTool:
 
 
 @dataclass(frozen=True, slots=True)
+class Handover:
+    """Open a fresh Realtime session beside this one; call :meth:`Call.handover_opened` once
+    it is up (or :meth:`Call.handover_failed`), then move the call onto it."""
+
+
+@dataclass(frozen=True, slots=True)
 class DtmfPressed:
     """The caller pressed ``digit`` during the conversation: the agent's DTMF policy decides."""
 
@@ -153,7 +162,7 @@ class StartGoodbye:
 
 
 Action = (ConnectUpstream | StartPacing | Rephase | EndCall | RunTool | StartGoodbye
-          | DtmfPressed)
+          | DtmfPressed | Handover)
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +310,12 @@ class Call:
         self._after_response: list[bytes] = []
         self._want_response = False
         self._last_done: tuple[str, bool] | None = None
+        self.conversation = Conversation()
+        self._caller_speaking = False
+        self._handover = _NO_HANDOVER
+        self._session_items: set[str] = set()
+        self._stale_items: set[str] = set()
+        self._orphans: set[str] = set()
 
     # -- inputs from the adapter -------------------------------------------------------------
 
@@ -359,6 +374,72 @@ class Call:
         if self._uplink is not None:
             self._uplink.sending = True
             self._uplink.flush()
+
+    # -- handing over to a fresh session (long calls) --------------------------------------
+
+    def handover_due(self) -> None:
+        """The session nears its time limit: hand over at the next pause (the adapter then
+        calls :meth:`try_handover` until it happens)."""
+        if self.state is State.ACTIVE and self._handover == _NO_HANDOVER:
+            self._handover = _WANTED
+            self.try_handover()
+
+    @property
+    def at_pause(self) -> bool:
+        """Nobody is speaking: no response in progress or playing, the caller silent, no tool
+        call waiting for its result and no answer waiting to be asked for."""
+        return (self.state is State.ACTIVE and self._response is None and self._played_out()
+                and not self._caller_speaking and not len(self._tools)
+                and not self._want_response and not self._after_response)
+
+    def try_handover(self, *, force: bool = False) -> bool:
+        """Starts the handover if one is due and the call is at a pause (or ``force``: the
+        limit is near, whatever is going on). True when it started."""
+        if self.state is not State.ACTIVE or self._handover != _WANTED:
+            return False
+        if not (force or self.at_pause):
+            return False
+        self._handover = _OPENING
+        self._actions.append(Handover())
+        return True
+
+    @property
+    def handing_over(self) -> bool:
+        """A handover is due or under way."""
+        return self._handover != _NO_HANDOVER
+
+    def handover_failed(self) -> None:
+        """The new session did not open: the call stays on its session and tries again."""
+        if self._handover == _OPENING:
+            self._handover = _WANTED
+
+    def handover_opened(self) -> None:
+        """The fresh session is up and the adapter has moved the call onto it: configure it
+        like the first, give it the conversation so far, and forget what belonged to the old
+        session (its response, its items, its pending tool calls)."""
+        if self.state is State.ENDED or self._handover != _OPENING:
+            return
+        self._handover = _NO_HANDOVER
+        self._stats.upstream_sessions += 1
+        self.to_upstream.clear()
+        self.to_upstream.append(self._encoder.session_update(self.settings.session))
+        self.to_upstream.extend(handover.carried_items(self._encoder, self.conversation))
+        if self._response is not None and self.playout is not None:
+            self.playout.mark_complete()  # the old session's audio ends with what was sent
+        self._response = None
+        self._last_done = None
+        self._after_response.clear()
+        self._stale_items |= self._session_items
+        self._session_items = set()
+        self._orphans |= self._tools.pending()
+        self._tools = ToolCalls()
+        self._caller_speaking = False
+        if self._uplink is not None:
+            self._uplink.flush()
+        if self.state is State.WRAPPING_UP and not self._goodbye_done:
+            self.to_upstream.append(self._encoder.response_create(GOODBYE_INSTRUCTIONS))
+        elif self._want_response:
+            self._ask()
 
     def upstream_message(self, data: bytes | str) -> None:
         """One message from the Realtime upstream."""
@@ -440,6 +521,16 @@ class Call:
         """A tool's result (JSON text for the model); ``hangup`` ends the call once the
         goodbye has played out."""
         if self.state is State.ENDED:
+            return
+        if call_id in self._orphans:
+            # Asked for by the session before a handover: the new one never heard of the call.
+            self._orphans.discard(call_id)
+            if hangup:
+                self._hang_up_after_goodbye(None)
+            else:
+                self._tell(self._encoder.item_create_text(
+                    f"A tool you called before has finished. Its result: {output}",
+                    role="system"))
             return
         self.to_upstream.append(self._encoder.function_output(call_id, output))
         response_id = self._tools.owner(call_id)
@@ -631,6 +722,7 @@ class Call:
         self.playout.push(event.audio if convert is None else convert(event.audio), event.item_id)
         if not response.audio_started:
             response.audio_started = True
+            self._session_items.add(event.item_id)
             self._stats.rephases += 1
             self._actions.append(Rephase())
 
@@ -687,7 +779,11 @@ class Call:
         else:
             self.to_upstream.append(self._encoder.response_create(GOODBYE_INSTRUCTIONS))
 
+    def _on_speech_stopped(self, event: realtime.SpeechStopped) -> None:
+        self._caller_speaking = False
+
     def _on_speech_started(self, event: realtime.SpeechStarted) -> None:
+        self._caller_speaking = True
         response = self._response
         cleared = self.playout.clear() if self.playout is not None else None
         if response is None and cleared is None:
@@ -698,7 +794,10 @@ class Call:
                 self.to_upstream.append(self._encoder.cancel(response.response_id))
                 self._stats.cancels += 1
             self._cancel_current()
-        if cleared is not None and cleared[0] is not None:
+        if cleared is not None and cleared[0] is not None and cleared[0] in self._stale_items:
+            logs.event(log, "truncate_skipped", logging.DEBUG, call=self._id(),
+                       reason="the item belongs to the session before a handover")
+        elif cleared is not None and cleared[0] is not None:
             item_id, played_ms = cleared
             self.to_upstream.append(self._encoder.truncate(item_id, played_ms))
             self._stats.truncates += 1
@@ -712,6 +811,7 @@ class Call:
             self._response.cancelled = True
 
     def _on_transcript(self, event: realtime.Transcript) -> None:
+        self.conversation.add(event.role, event.text)  # memory only, for a handover
         if self.settings.log_transcripts:
             self._stats.transcript.append((event.role, event.text))
             logs.event(log, "transcript", call=self._id(), role=event.role, text=event.text)
@@ -766,6 +866,7 @@ _UPSTREAM_HANDLERS: dict[type, Callable[[Call, Any], None]] = {
     realtime.ResponseCreated: Call._on_response_created,
     realtime.ResponseDone: Call._on_response_done,
     realtime.SpeechStarted: Call._on_speech_started,
+    realtime.SpeechStopped: Call._on_speech_stopped,
     realtime.Transcript: Call._on_transcript,
     realtime.FunctionCallDone: Call._on_function_call,
     realtime.ServerError: Call._on_server_error,

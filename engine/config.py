@@ -171,6 +171,8 @@ FIELDS: tuple[Setting, ...] = (
     Setting("TRANSCRIPTION_MODEL", _text, "input transcription; empty is off"),
     Setting("MAX_OUTPUT_TOKENS", _ranged(int, 1, 4096), "output tokens per response"),
     Setting("MAX_CALL_SECONDS", _ranged(int, 1, 86_400), "call length before wrap-up"),
+    Setting("SESSION_HANDOVER_SECONDS", _ranged(int, 0, 86_400), "a long call moves to a "
+            "fresh Realtime session after this long, at a pause; 0 is 3300 on GA, 1680 on beta"),
     Setting("HANDSHAKE_TIMEOUT_MS", _ranged(int, 100, 60_000), "UUID deadline in ms"),
     Setting("AGENT_FILE", _optional, "agent file (TOML): instructions, tools, per-port profiles, "
             "A/B variants", aliases=("--agent",)),
@@ -228,6 +230,7 @@ class Config:
     max_output_tokens: int = 4096
     max_call_seconds: int = 600
     handshake_timeout_ms: int = 2000
+    session_handover_seconds: int = 0
     agent_file: str | None = None
     ami_host: str = "127.0.0.1"
     ami_port: int = 5038

@@ -42,6 +42,10 @@ class ToolCalls:
         self._batches.setdefault(response_id, _Batch()).pending.add(call_id)
         self._owner[call_id] = response_id
 
+    def pending(self) -> set[str]:
+        """The calls still waiting for their result."""
+        return set(self._owner)
+
     def owner(self, call_id: str) -> str | None:
         """The response that asked for ``call_id`` (None once it is answered)."""
         return self._owner.get(call_id)

@@ -29,6 +29,7 @@ from engine.call import (
     DtmfPressed,
     EndCall,
     EndReason,
+    Handover,
     Rephase,
     RunTool,
     StartGoodbye,
@@ -42,6 +43,7 @@ from engine.errors import (
     UntrustedProxyHeader,
     UpstreamError,
 )
+from engine.handover import HANDOVER_GRACE_S, handover_after
 from engine.metrics import METRICS
 from engine.node.admission import NODE_FULL, SOURCE_CAP, SOURCE_TABLE_FULL, SourcePolicy
 from engine.node.proxy import ProxyParser, looks_like_proxy
@@ -54,6 +56,8 @@ __all__ = ["LINGER_S", "CallConnection", "Counts", "LocalCounts", "Worker", "Wor
 
 LINGER_S = 2.0
 RECORDING_TAKE_S = 0.5
+HANDOVER_POLL_S = 0.1
+HANDOVER_RETRY_S = 2.0
 
 log = logging.getLogger("engine.worker")
 
@@ -113,6 +117,8 @@ class WorkerLimits:
     open_timeout: float = 5.0
     ping_interval: float = 10.0
     ping_timeout: float = 10.0
+    handover_s: float = 0.0  # 0: by the dialect's session limit (engine.handover)
+    handover_grace_s: float = HANDOVER_GRACE_S
 
     @classmethod
     def from_config(cls, config: Config) -> WorkerLimits:
@@ -121,7 +127,26 @@ class WorkerLimits:
             max_call_seconds=float(config.max_call_seconds),
             max_calls=config.max_concurrent_calls,
             max_calls_per_source=config.max_calls_per_source,
+            handover_s=float(config.session_handover_seconds),
         )
+
+
+class _Leg:
+    """The listener of one upstream connection: it speaks for the call only while it is the
+    call's current session (a handover leaves the old one to close on its own)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: CallConnection) -> None:
+        self.conn = conn
+
+    def upstream_message(self, data: bytes | str) -> None:
+        if self.conn._leg is self:
+            self.conn.upstream_message(data)
+
+    def upstream_closed(self, error: UpstreamError | None) -> None:
+        if self.conn._leg is self:
+            self.conn.upstream_closed(error)
 
 
 class CallConnection(asyncio.Protocol):
@@ -147,6 +172,10 @@ class CallConnection(asyncio.Protocol):
         self._answered: float | None = None
         self._late_at_answer = 0
         self._recording: Path | None = None
+        self._leg: _Leg | None = None
+        self._handover_task: asyncio.Task[None] | None = None
+        self._handover_poll: asyncio.TimerHandle | None = None
+        self._session_opened = 0.0
 
     # -- caller transport ----------------------------------------------------------------
 
@@ -307,21 +336,26 @@ class CallConnection(asyncio.Protocol):
             self.call.upstream_failed(error)
             self._act()
 
-    async def _connect(self) -> None:
+    def _open_upstream(self, leg: _Leg) -> Any:
+        """Connects a Realtime session for this call (a coroutine), ``leg`` its listener."""
         worker = self.worker
         limits = worker.limits
+        endpoint = worker.endpoint
+        if self.call.uuid is not None:
+            endpoint = endpoint.for_call(str(self.call.uuid))
+        return upstream.connect(
+            endpoint, leg, open_timeout=limits.open_timeout, deadline=limits.connect_deadline,
+            max_send_buffer=limits.upstream_send_buffer, ping_interval=limits.ping_interval,
+            ping_timeout=limits.ping_timeout,
+        )
+
+    async def _connect(self) -> None:
+        worker = self.worker
         try:
-            endpoint = worker.endpoint
-            if self.call.uuid is not None:
-                endpoint = endpoint.for_call(str(self.call.uuid))
+            leg = self._leg = _Leg(self)
             details = asyncio.ensure_future(self.agent.fill(worker.manager, self.call.uuid))
             try:
-                conn = await upstream.connect(
-                    endpoint, self, open_timeout=limits.open_timeout,
-                    deadline=limits.connect_deadline,
-                    max_send_buffer=limits.upstream_send_buffer,
-                    ping_interval=limits.ping_interval, ping_timeout=limits.ping_timeout,
-                )
+                conn = await self._open_upstream(leg)
             finally:
                 try:
                     filled = await details
@@ -344,6 +378,69 @@ class CallConnection(asyncio.Protocol):
         self._act()
         if self._outlet is not None and self._outlet.reading:
             self._outlet.upstream_send = conn.send_frames
+        self._session_started()
+
+    # -- long calls: handing over to a fresh session ---------------------------------------
+
+    def _session_started(self) -> None:
+        """A session is up: arm its handover, ``handover_s`` from now, then at most
+        ``handover_grace_s`` more waiting for a pause."""
+        limits = self.worker.limits
+        self._session_opened = time.monotonic()
+        after = handover_after(self.call.settings.dialect.value, limits.handover_s)
+        self._later(after, self._handover_due)
+
+    def _handover_due(self) -> None:
+        call = self.call
+        call.handover_due()
+        if call.handing_over:
+            limits = self.worker.limits
+            self._later(limits.handover_grace_s, lambda: call.try_handover(force=True))
+            self._poll_handover()
+
+    def _poll_handover(self) -> None:
+        """While a handover waits for a pause, the call is asked again every tenth of a
+        second (a pause is a state, not an event)."""
+        call = self.call
+        self._handover_poll = None
+        if call.end_reason is not None or not call.handing_over:
+            return
+        if call.try_handover():
+            self._act()
+        else:
+            self._handover_poll = asyncio.get_running_loop().call_later(
+                HANDOVER_POLL_S, self._poll_handover)
+
+    async def _hand_over(self) -> None:
+        call = self.call
+        started = time.monotonic()
+        leg = _Leg(self)
+        try:
+            conn = await self._open_upstream(leg)
+        except UpstreamError as exc:
+            METRICS.upstream_connects.labels(outcome=type(exc).__name__).inc()
+            logs.event(log, "upstream_handover_failed", logging.WARNING, call=str(call.uuid),
+                       error=str(exc), error_class=type(exc).__name__)
+            call.handover_failed()
+            self._handover_poll = asyncio.get_running_loop().call_later(
+                HANDOVER_RETRY_S, self._poll_handover)
+            return
+        METRICS.upstream_connects.labels(outcome="ok").inc()
+        if call.end_reason is not None:
+            conn.close()
+            return
+        old, self.upstream, self._leg = self.upstream, conn, leg
+        if self._outlet is not None and self._outlet.reading:
+            self._outlet.upstream_send = conn.send_frames
+        session_s = time.monotonic() - self._session_opened
+        call.handover_opened()
+        self._act()
+        if old is not None:
+            old.close()
+        logs.event(log, "upstream_handover", call=str(call.uuid),
+                   session=call.stats.upstream_sessions, after_s=round(session_s, 3),
+                   opened_ms=round(1000 * (time.monotonic() - started)))
+        self._session_started()
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -374,6 +471,8 @@ class CallConnection(asyncio.Protocol):
                 self._later(seconds, self._max_duration)
             elif type(action) is ConnectUpstream:
                 self._connect_task = asyncio.get_running_loop().create_task(self._connect())
+            elif type(action) is Handover:
+                self._handover_task = asyncio.get_running_loop().create_task(self._hand_over())
             elif type(action) is RunTool:
                 self.agent.run_tool(self, self.worker.runner, action)
             elif type(action) is DtmfPressed:
@@ -444,9 +543,12 @@ class CallConnection(asyncio.Protocol):
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
-        task = self._connect_task
-        if task is not None and not task.done():
-            task.cancel()
+        if self._handover_poll is not None:
+            self._handover_poll.cancel()
+            self._handover_poll = None
+        for task in (self._connect_task, self._handover_task):
+            if task is not None and not task.done():
+                task.cancel()
         worker.runner.cancel(self)
         self.agent.close()
         if self.upstream is not None:
@@ -702,6 +804,7 @@ class Worker:
             "underruns": playout.underruns if playout is not None else 0,
             **conn.agent.describe(),
             "tool_calls": stats.tool_calls,
+            "sessions": stats.upstream_sessions,
             "responses": stats.usage.responses,
             "input_tokens": stats.usage.input_tokens,
             "output_tokens": stats.usage.output_tokens,

@@ -21,6 +21,7 @@ from engine.call import (
     ConnectUpstream,
     EndCall,
     EndReason,
+    Handover,
     Rephase,
     RunTool,
     StartGoodbye,
@@ -533,3 +534,48 @@ def test_a_hangup_result_during_a_later_response_makes_that_response_the_goodbye
     frames, end = _play_out(call)
     assert end is not None and end.reason is EndReason.AGENT_HANGUP
     assert sum(f != audiosocket.silence(0x10) for f in frames) >= 10
+
+
+# -- handing over to a fresh session -----------------------------------------------------
+
+
+def test_a_handover_waits_for_a_pause_and_a_forced_one_leaves_no_stale_ids() -> None:
+    call = active_call()
+    sent(call)
+    call.actions()
+    start_response(call)
+    call.upstream_message(delta(bytes(960 * 2)))  # 40 ms of the model's audio, item_1
+    call.handover_due()
+    assert call.handing_over and not call.at_pause
+    assert not [a for a in call.actions() if isinstance(a, Handover)]
+    function_call(call)  # the same response asks for a tool that is still running
+    call.actions()
+    assert call.try_handover(force=True)  # the limit is near: it goes regardless
+    assert [a for a in call.actions() if isinstance(a, Handover)]
+    call.handover_opened()
+    update, note = sent(call)[:2]
+    assert update["type"] == "session.update"
+    assert note["item"]["role"] == "system"
+    # The old session's audio still plays; a barge-in now names no item of the old session.
+    call.upstream_message(server("input_audio_buffer.speech_started", audio_start_ms=0,
+                                 item_id="item_user"))
+    assert [e["type"] for e in sent(call)] == []
+    # The tool asked for by the old session answers as a message, not a function output.
+    call.tool_result("call_1", '{"name": "Ada"}')
+    told, create = sent(call)
+    assert told["item"]["type"] == "message" and told["item"]["role"] == "system"
+    assert '{"name": "Ada"}' in told["item"]["content"][0]["text"]
+    assert create["type"] == "response.create"
+    assert call.stats.upstream_sessions == 2
+
+
+def test_a_failed_handover_keeps_the_session_and_is_tried_again() -> None:
+    call = active_call()
+    sent(call)
+    call.handover_due()
+    assert [a for a in call.actions() if isinstance(a, Handover)]
+    assert not call.try_handover()  # one is under way
+    call.handover_failed()
+    assert call.handing_over and call.try_handover()
+    call.handover_opened()
+    assert not call.handing_over and call.stats.upstream_sessions == 2

@@ -96,6 +96,9 @@ async def serve_until_signal(sim: Simulator, host: str, port: int) -> None:
 @click.option("--tls-cert", default=None, metavar="PEM",
               help="serve wss:// with this certificate chain (and its key, unless --tls-key)")
 @click.option("--tls-key", default=None, metavar="PEM", help="the key of --tls-cert")
+@click.option("--session-limit", "session_limit_s", default=None, type=click.FloatRange(min=0.1),
+              metavar="SECONDS", help="end each session this long after it opened, without "
+              "warning, as the real API does after 60 minutes (30 on beta)")
 @click.option("--tool", "tools", multiple=True,
               help="scripted function call: NAME@N on response N, or NAME:CUE on a user text cue")
 def command(
@@ -103,6 +106,7 @@ def command(
     pacing: float, signal_name: str, tone_hz: float, level_dbfs: float,
     vad_threshold_dbfs: float, vad_silence_ms: int, validation: str, sample_every: int,
     faults: tuple[str, ...], tools: tuple[str, ...], tls_cert: str | None, tls_key: str | None,
+    session_limit_s: float | None,
 ) -> None:
     """Run the built-in OpenAI Realtime simulator alone (until SIGINT/SIGTERM)."""
     try:
@@ -122,6 +126,7 @@ def command(
             validation_required=_given("validation") and validation != "off",
             tool_scripts=tuple(_tool(t) for t in tools),
             faults=tuple(parse_fault(f) for f in faults),
+            session_limit_s=session_limit_s,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None

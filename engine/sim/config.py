@@ -128,6 +128,8 @@ class SimConfig:
             warning, not the notice a default gets.
         tool_scripts: scripted function-call responses.
         faults: applied to every connection (the CLI's ``--fault``).
+        session_limit_s: a session ends this long after it opened, without warning, as the
+            real API's do after 60 minutes (30 on beta); None never ends one.
     """
 
     dialect: Dialect | None = None
@@ -147,9 +149,12 @@ class SimConfig:
     validation_required: bool = False
     tool_scripts: tuple[ToolScript, ...] = ()
     faults: tuple[Fault, ...] = ()
+    session_limit_s: float | None = None
 
     def __post_init__(self) -> None:
         problems = []
+        if self.session_limit_s is not None and not self.session_limit_s > 0:
+            problems.append("session_limit_s must be positive")
         if self.response_ms <= 0 or self.delta_ms <= 0:
             problems.append("response_ms and delta_ms must be positive")
         if not (self.pacing > 0 or math.isinf(self.pacing)):

@@ -51,6 +51,7 @@ _SESSION_FAULTS = (FaultKind.CLOSE, FaultKind.STALL)
 MAX_MESSAGE = 2**24
 _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 CLOSE_TIMEOUT = 1.0
+SESSION_LIMIT_CODE = 1000  # a normal close: nothing tells the client why
 
 
 def _text_header(n: int) -> bytes:
@@ -217,8 +218,15 @@ class LiveSession(asyncio.Protocol):
                 loop.call_later(fault.after_ms / 1000, self._spawn_close, fault.close_code)
             )
 
-    def _spawn_close(self, code: int) -> None:
-        task = asyncio.get_running_loop().create_task(self.close(code))
+    def _expire(self) -> None:
+        """The session reached its time limit: closed, as the real API does, without a
+        warning event first."""
+        self.report.closed = "session_limit"
+        logs.event(log, "sim_session_expired", session=self.core.id)
+        self._spawn_close(SESSION_LIMIT_CODE, "session reached its maximum duration")
+
+    def _spawn_close(self, code: int, reason: str = "simulated server error") -> None:
+        task = asyncio.get_running_loop().create_task(self.close(code, reason))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -279,6 +287,9 @@ class LiveSession(asyncio.Protocol):
                    model=model, path=split.path)
         for fault in self.faults:
             self.apply(fault)
+        if config.session_limit_s is not None:
+            self._timers.append(asyncio.get_running_loop().call_later(
+                config.session_limit_s, self._expire))
         for event in core.opening():
             self._send(event)
 
