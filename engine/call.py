@@ -58,7 +58,7 @@ UPSTREAM_RATE = 24000
 PCMU_RATE = 8000
 MAX_TRANSCRIPT_LINES = 500
 MAX_TOOL_NOTES = 100
-_NO_HANDOVER, _WANTED, _OPENING = "none", "wanted", "opening"
+_NO_HANDOVER, _WANTED, _SUMMARISING, _OPENING = "none", "wanted", "summarising", "opening"
 MAX_DTMF = 256
 GOODBYE_INSTRUCTIONS = "Say goodbye to the caller in one short sentence."
 WRAPUP_INSTRUCTIONS = (
@@ -316,6 +316,8 @@ class Call:
         self._session_items: set[str] = set()
         self._stale_items: set[str] = set()
         self._orphans: set[str] = set()
+        self._summary_upto = 0
+        self._summary_failed = False
 
     # -- inputs from the adapter -------------------------------------------------------------
 
@@ -394,19 +396,48 @@ class Call:
 
     def try_handover(self, *, force: bool = False) -> bool:
         """Starts the handover if one is due and the call is at a pause (or ``force``: the
-        limit is near, whatever is going on). True when it started."""
-        if self.state is not State.ACTIVE or self._handover != _WANTED:
+        limit is near, whatever is going on). A conversation too long to carry whole is
+        summarised first, by the old session, out of band. True when the handover started."""
+        if self.state is not State.ACTIVE or self._handover not in (_WANTED, _SUMMARISING):
             return False
         if not (force or self.at_pause):
+            return False
+        if not force and self._handover == _SUMMARISING:
+            return False
+        if not force and self.conversation.needs_summary() and not self._summary_failed:
+            text, upto = self.conversation.summary_source()
+            self._summary_upto = upto
+            self._handover = _SUMMARISING
+            self.to_upstream.append(self._encoder.summary_request(
+                handover.SUMMARY_INSTRUCTIONS, text))
             return False
         self._handover = _OPENING
         self._actions.append(Handover())
         return True
 
+    def _on_summary_done(self, event: realtime.ResponseDone) -> None:
+        """The old session's summary of the conversation: the handover can go on."""
+        if self._handover != _SUMMARISING:
+            return
+        text = event.text.strip()
+        if event.status == "completed" and text:
+            self.conversation.summarised(text, self._summary_upto)
+        else:
+            self._summary_failed = True  # the new session gets the latest turns instead
+            logs.event(log, "handover_summary_failed", logging.WARNING, call=self._id(),
+                       status=event.status)
+        self._handover = _WANTED
+        self.try_handover()
+
     @property
     def handing_over(self) -> bool:
         """A handover is due or under way."""
         return self._handover != _NO_HANDOVER
+
+    @property
+    def summarising(self) -> bool:
+        """The old session is writing the conversation's summary."""
+        return self._handover == _SUMMARISING
 
     def handover_failed(self) -> None:
         """The new session did not open: the call stays on its session and tries again."""
@@ -420,6 +451,7 @@ class Call:
         if self.state is State.ENDED or self._handover != _OPENING:
             return
         self._handover = _NO_HANDOVER
+        self._summary_failed = False
         self._stats.upstream_sessions += 1
         self.to_upstream.clear()
         self.to_upstream.append(self._encoder.session_update(self.settings.session))
@@ -703,6 +735,8 @@ class Call:
     # -- upstream side -----------------------------------------------------------------------
 
     def _on_response_created(self, event: realtime.ResponseCreated) -> None:
+        if event.purpose is not None:
+            return  # out of band (a summary): nothing the caller hears
         self.responses_created += 1
         wrapup = self.state is State.WRAPPING_UP
         self._response = _Response(event.response_id, wrapup=wrapup)
@@ -733,6 +767,10 @@ class Call:
 
     def _on_response_done(self, event: realtime.ResponseDone) -> None:
         self._stats.usage.add(event.usage)
+        if event.purpose is not None:
+            if event.purpose == realtime.SUMMARY_PURPOSE:
+                self._on_summary_done(event)
+            return
         response = self._response
         if response is None or response.response_id != event.response_id:
             return

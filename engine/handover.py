@@ -4,9 +4,14 @@ A Realtime session ends after 60 minutes on GA and 30 on beta, without warning. 
 the call hands over to a fresh session at a pause (see :meth:`engine.call.Call.try_handover`):
 same configuration and tools, and the conversation so far carried over as text items, built
 here from the call's transcripts. :class:`Conversation` keeps the turns (in memory only; the
-logs and records see transcripts only when they are enabled). Long conversations are cut to
-the most recent turns that fit a character budget, with a note saying how many earlier turns
-were left out: the engine does not have a model write summaries.
+logs and records see transcripts only when they are enabled).
+
+A conversation longer than ``CARRY_CHARS`` is summarised first: the old session is asked, out
+of band (nothing of it joins the conversation), to summarise the turns before the most recent
+ones, and the new session gets that summary, then the recent turns verbatim. A later handover
+summarises the previous summary and the turns since. Without a summary (it failed, or the
+session's limit came first) the new session gets the most recent turns that fit, and a note
+of how many were left out.
 """
 
 from __future__ import annotations
@@ -14,19 +19,27 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-__all__ = ["CARRY_CHARS", "HANDOVER_GRACE_S", "Conversation", "handover_after",
-           "carried_items"]
+__all__ = ["CARRY_CHARS", "HANDOVER_GRACE_S", "SUMMARY_INSTRUCTIONS", "Conversation",
+           "carried_items", "handover_after"]
 
 CARRY_CHARS = 12_000
-"""The most transcript text carried to a new session (about 3,000 tokens)."""
+"""The most transcript text carried to a new session verbatim (about 3,000 tokens)."""
+RECENT_CHARS = 4_000
+"""With a summary, how much of the latest conversation is carried verbatim beside it."""
+SUMMARY_SOURCE_CHARS = 200_000
+"""The most transcript text sent to be summarised (the latest part of it)."""
 HANDOVER_GRACE_S = 60.0
 """How long after the handover time the call waits for a pause before it hands over anyway."""
-_MAX_TURNS = 1000
+_MAX_TURNS = 5000
 _DEFAULT_S = {"ga": 55 * 60.0, "azure": 55 * 60.0, "beta": 28 * 60.0}
 
 CONTINUES = ("This call continues from an earlier session, which ended at its time limit. "
              "The conversation so far follows; carry on from where it stopped, without "
              "greeting the caller again or mentioning the change.")
+SUMMARY_INSTRUCTIONS = (
+    "Summarise this phone call transcript for the assistant who takes the call over: who "
+    "the caller is, what they want, what has been said, done and agreed (names, numbers, "
+    "dates, tool results), and what is still open. Plain sentences, at most 300 words.")
 
 
 def handover_after(dialect: str, configured: float = 0.0) -> float:
@@ -36,22 +49,66 @@ def handover_after(dialect: str, configured: float = 0.0) -> float:
 
 
 class Conversation:
-    """The turns of one call, ``(role, text)`` with role ``user`` or ``assistant``."""
+    """The turns of one call, ``(role, text)`` with role ``user`` or ``assistant``, numbered
+    from 0 in the order they were added; ``summary`` (when made) covers turns before
+    ``summary_upto``."""
 
     def __init__(self) -> None:
         self.turns: deque[tuple[str, str]] = deque(maxlen=_MAX_TURNS)
+        self.added = 0
+        self.summary: str | None = None
+        self.summary_upto = 0
 
     def add(self, role: str, text: str) -> None:
         text = text.strip()
         if text:
             self.turns.append((role, text))
+            self.added += 1
 
-    def recent(self, budget: int = CARRY_CHARS) -> tuple[list[tuple[str, str]], int]:
-        """The latest turns whose text fits ``budget`` characters, oldest first, and how many
-        earlier turns are left out (a turn longer than the budget is cut to its end)."""
+    def since(self, start: int) -> list[tuple[str, str]]:
+        """The turns numbered ``start`` and later that are still held."""
+        first = self.added - len(self.turns)
+        return list(self.turns)[max(0, start - first):]
+
+    def chars_since(self, start: int) -> int:
+        return sum(len(text) for _, text in self.since(start))
+
+    def needs_summary(self, budget: int | None = None) -> bool:
+        """What a new session would be given verbatim is over ``budget`` (``CARRY_CHARS``)."""
+        return self.chars_since(self.summary_upto) > (CARRY_CHARS if budget is None else budget)
+
+    def summary_source(self, keep: int | None = None) -> tuple[str, int]:
+        """The text to summarise, and the number of the first turn it leaves out: the previous
+        summary and the turns since, but for the latest ``keep`` characters of turns (those
+        are carried as they are)."""
+        keep = RECENT_CHARS if keep is None else keep
+        turns = self.since(self.summary_upto)
+        kept = 0
+        cut = len(turns)
+        while cut > 0 and kept + len(turns[cut - 1][1]) <= keep:
+            cut -= 1
+            kept += len(turns[cut][1])
+        lines = []
+        if self.summary:
+            lines.append(f"(Summary of the call before this part: {self.summary})")
+        lines += [f"{'Caller' if role == 'user' else 'Assistant'}: {text}"
+                  for role, text in turns[:cut]]
+        text = "\n".join(lines)
+        if len(text) > SUMMARY_SOURCE_CHARS:
+            text = "…" + text[len(text) - SUMMARY_SOURCE_CHARS:]
+        return text, self.added - (len(turns) - cut)
+
+    def summarised(self, summary: str, upto: int) -> None:
+        self.summary, self.summary_upto = summary, upto
+
+    def recent(self, budget: int | None = None, start: int = 0,
+               ) -> tuple[list[tuple[str, str]], int]:
+        """The latest turns numbered ``start`` or later whose text fits ``budget``
+        characters, oldest first, and how many of those turns are left out (a turn longer
+        than the budget is cut to its end)."""
         kept: list[tuple[str, str]] = []
-        left = budget
-        turns = list(self.turns)
+        left = CARRY_CHARS if budget is None else budget
+        turns = self.since(start)
         for role, text in reversed(turns):
             if left <= 0:
                 break
@@ -64,13 +121,19 @@ class Conversation:
 
 
 def carried_items(encoder: Any, conversation: Conversation,
-                  budget: int = CARRY_CHARS) -> list[bytes]:
+                  budget: int | None = None) -> list[bytes]:
     """The ``conversation.item.create`` events that give a new session the call so far: a
-    system note, then each turn as a text message of its role."""
-    turns, omitted = conversation.recent(budget)
+    system note, the summary of its earlier part if there is one, then the latest turns, each
+    as a text message of its role."""
+    summary = conversation.summary
+    start = conversation.summary_upto if summary else 0
+    turns, omitted = conversation.recent(budget, start)
     note = CONTINUES
     if omitted:
         note += f" ({omitted} earlier turns of the call are left out.)"
     items = [encoder.item_create_text(note, role="system")]
+    if summary:
+        items.append(encoder.item_create_text(
+            f"Summary of the call before the turns that follow: {summary}", role="system"))
     items += [encoder.item_create_text(text, role=role) for role, text in turns]
     return items

@@ -25,6 +25,7 @@ from engine._impl import b64
 from engine.errors import ConfigError, UpstreamBadEvent
 
 __all__ = [
+    "SUMMARY_PURPOSE",
     "AudioDelta",
     "AudioDone",
     "Decoder",
@@ -59,6 +60,7 @@ _AUDIO_FORMATS = ("pcm16", "pcmu")
 _VAD_TYPES = ("server_vad", "semantic_vad")
 _EAGERNESS = ("low", "medium", "high", "auto")
 _ROLES = ("user", "system", "assistant")
+SUMMARY_PURPOSE = "summary"
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +211,22 @@ class Encoder:
             doc["response_id"] = response_id
         return self._event(doc)
 
+    def summary_request(self, instructions: str, text: str, max_tokens: int = 600) -> bytes:
+        """An out-of-band text response (``conversation: "none"``: nothing of it joins the
+        call's conversation) that answers ``instructions`` about ``text``; its response
+        carries ``metadata.purpose`` ``summary``."""
+        item = {"type": "message", "role": "user",
+                "content": [{"type": "input_text", "text": text}]}
+        response: dict[str, Any] = {
+            "conversation": "none", "instructions": instructions, "input": [item],
+            "metadata": {"purpose": SUMMARY_PURPOSE},
+        }
+        if self._beta:
+            response.update(modalities=["text"], max_response_output_tokens=max_tokens)
+        else:
+            response.update(output_modalities=["text"], max_output_tokens=max_tokens)
+        return self._event({"type": "response.create", "response": response})
+
     def response_create(self, instructions: str | None = None) -> bytes:
         """``response.create``; ``instructions`` overrides the session's for this response."""
         doc: dict[str, Any] = {"type": "response.create"}
@@ -269,6 +287,7 @@ class SpeechStopped:
 @dataclass(frozen=True, slots=True)
 class ResponseCreated:
     response_id: str
+    purpose: str | None = None  # an out-of-band response's metadata.purpose (ours)
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +343,8 @@ class ResponseDone:
     response_id: str
     status: str
     usage: dict[str, Any] | None
+    purpose: str | None = None  # an out-of-band response's metadata.purpose (ours)
+    text: str = ""  # an out-of-band response's text output
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,7 +488,8 @@ class Decoder:
         return SpeechStopped(_str(doc, "item_id"), _int(doc, "audio_end_ms"))
 
     def _response_created(self, doc: dict[str, Any]) -> ServerEvent:
-        return ResponseCreated(_str(_obj(doc, "response"), "id"))
+        response = _obj(doc, "response")
+        return ResponseCreated(_str(response, "id"), _purpose(response))
 
     def _remember(self, item: dict[str, Any]) -> tuple[str, str, str | None, str | None]:
         item_id = _str(item, "id")
@@ -518,7 +540,11 @@ class Decoder:
         usage = response.get("usage")
         if usage is not None and type(usage) is not dict:
             raise UpstreamBadEvent("response.done: usage is not an object")
-        return ResponseDone(_str(response, "id"), _str(response, "status"), usage)
+        purpose = _purpose(response)
+        if purpose is None:
+            return ResponseDone(_str(response, "id"), _str(response, "status"), usage)
+        return ResponseDone(_str(response, "id"), _str(response, "status"), usage, purpose,
+                            _output_text(response))
 
     def _rate_limits(self, doc: dict[str, Any]) -> ServerEvent:
         limits = doc.get("rate_limits")
@@ -532,3 +558,25 @@ class Decoder:
             _str(error, "type"), _opt_str(error, "code"), _str(error, "message"),
             _opt_str(error, "event_id"),
         )
+
+
+def _purpose(response: dict[str, Any]) -> str | None:
+    """``metadata.purpose`` of a response, if it is one of ours (out of band)."""
+    metadata = response.get("metadata")
+    if type(metadata) is dict:
+        purpose = metadata.get("purpose")
+        if type(purpose) is str:
+            return purpose
+    return None
+
+
+def _output_text(response: dict[str, Any]) -> str:
+    """The text parts of a response's message items, joined."""
+    parts = []
+    output = response.get("output")
+    for item in output if type(output) is list else ():
+        content = item.get("content") if type(item) is dict else None
+        for part in content if type(content) is list else ():
+            if type(part) is dict and type(part.get("text")) is str:
+                parts.append(part["text"])
+    return "".join(parts)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from engine import caller, upstream
+from engine import caller, handover, upstream
 from engine.call import CallSettings
 from engine.handover import CONTINUES, Conversation, carried_items, handover_after
 from engine.realtime import Dialect, Encoder
@@ -199,3 +199,59 @@ def test_a_long_conversation_carries_its_latest_turns_and_says_how_many_are_left
     assert b"earlier turns of the call are left out" in items[0]
     everything, none = conversation.recent(10**6)
     assert none == 0 and len(everything) == 50
+
+
+def test_a_long_conversation_is_summarised_by_the_old_session_before_it_moves(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A budget of 100 characters: four turns in, the conversation is too long to carry whole.
+    monkeypatch.setattr(handover, "CARRY_CHARS", 100)
+    monkeypatch.setattr(handover, "RECENT_CHARS", 70)
+    turn = speech(0.4) + quiet(1.6)
+    got: dict[str, Any] = {}
+
+    async def body() -> None:
+        async with long_call_node(3.5, 2.0, 8.0) as n:
+            got["report"] = await n.call(quiet(0.2) + turn * 3 + quiet(0.5))
+            got["events"] = [events_of(n, i) for i in range(len(n.sim.sessions))]
+            got["reports"] = [live.report for live in n.sim.sessions]
+            assert_clean(n.sim)
+
+    with caplog.at_level(logging.INFO, logger="engine"):
+        run(body, 20)
+    first, second = got["reports"][:2]
+    assert first.out_of_band == 1 and second.out_of_band == 0
+    asks = [e for e in got["events"][0] if e["type"] == "response.create"
+            and (e.get("response") or {}).get("conversation") == "none"]
+    (ask,) = asks
+    assert ask["response"]["metadata"] == {"purpose": "summary"}
+    source = ask["response"]["input"][0]["content"][0]["text"]
+    assert source.startswith("Caller: caller speech") and "Assistant: " + SIM_TEXT in source
+    # The new session gets the summary, then the turns it does not cover, verbatim, within
+    # the budget.
+    notes = [t for _, t in texts(got["events"][1], "system")]
+    assert notes[0].startswith(CONTINUES)
+    assert notes[1].startswith("Summary of the call before the turns that follow: "
+                               "The caller spoke")
+    carried = texts(got["events"][1], "user") + texts(got["events"][1], "assistant")
+    assert 0 < sum(len(t) for _, t in carried) <= 100
+    # The summary costs tokens (counted) and is never heard: every response heard was audio.
+    assert len(loud(got["report"])) == sum(r.responses for r in got["reports"])
+    assert len(handovers(caplog)) == 1
+
+
+def test_a_second_summary_covers_the_first_and_the_turns_since() -> None:
+    conversation = Conversation()
+    for n in range(6):
+        conversation.add("user" if n % 2 == 0 else "assistant", f"turn {n} " + "y" * 40)
+    text, upto = conversation.summary_source(keep=100)
+    assert upto == 4  # the last two turns (94 characters) stay verbatim
+    assert text.splitlines()[0].startswith("Caller: turn 0") and "turn 4" not in text
+    conversation.summarised("S1", upto)
+    for n in range(6, 9):
+        conversation.add("user", f"turn {n} " + "z" * 40)
+    text, upto = conversation.summary_source(keep=50)
+    assert text.splitlines()[0] == "(Summary of the call before this part: S1)"
+    assert "turn 4" in text and "turn 7" in text and "turn 8" not in text and upto == 8
+    items = carried_items(Encoder(Dialect.BETA), conversation)
+    assert b"Summary of the call before the turns that follow: S1" in items[1]
+    assert len(items) == 2 + 5  # the turns since the summary, 4 to 8

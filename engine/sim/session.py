@@ -72,6 +72,7 @@ class SessionReport:
     responses: int = 0
     function_calls: int = 0
     usage: list[dict[str, Any]] = field(default_factory=list)  # each response.done's
+    out_of_band: int = 0  # text responses outside the conversation (summaries)
     closed: str | None = None
     client_request_id: str | None = None  # the X-Client-Request-Id header, if any
 
@@ -380,6 +381,9 @@ class SimSession:
     # -- responses ---------------------------------------------------------------------------
 
     def _on_response_create(self, event: dict[str, Any], client_id: str | None) -> list[Any]:
+        asked = event.get("response") or {}
+        if asked.get("conversation") == "none":
+            return self._out_of_band(asked)
         if self.active is not None:
             return self._mistake(
                 "response.create during a response",
@@ -388,6 +392,53 @@ class SimSession:
                 "conversation_already_has_active_response", client_id,
             )
         return self._start_response()
+
+    def _out_of_band(self, asked: dict[str, Any]) -> list[Any]:
+        """A text response outside the conversation (``conversation: "none"``), sent at once:
+        for input of ``Caller:``/``Assistant:`` lines (a transcript to summarise), a summary
+        that counts them, naming the first thing the caller said."""
+        self.report.out_of_band += 1
+        text = "\n".join(part.get("text", "") for item in asked.get("input") or ()
+                         for part in item.get("content") or () if isinstance(part, dict))
+        lines = text.splitlines()
+        callers = [line[len("Caller: "):] for line in lines if line.startswith("Caller: ")]
+        answers = sum(line.startswith("Assistant: ") for line in lines)
+        summary = (f"The caller spoke {len(callers)} times and the assistant answered "
+                   f"{answers} times.")
+        if callers:
+            summary += f" The caller first said: {callers[0]}"
+        response_id = "resp_" + secrets.token_hex(8)
+        item_id = "item_" + secrets.token_hex(8)
+        beta = self.dialect is Dialect.BETA
+        kind = "text" if beta else "output_text"
+        item = {"id": item_id, "object": "realtime.item", "type": "message",
+                "status": "completed", "role": "assistant",
+                "content": [{"type": kind, "text": summary}]}
+        base = {"response_id": response_id, "output_index": 0}
+        part = {**base, "item_id": item_id, "content_index": 0}
+        metadata = asked.get("metadata")
+        use = ev.usage(self.dialect, len(text) // 4 + 8, 0, len(summary) // 4, 0)
+        self.report.usage.append(use)
+        created = ev.response_object(self.dialect, response_id, self.session, "in_progress", [])
+        done = ev.response_object(self.dialect, response_id, self.session, "completed", [item],
+                                  None, use)
+        for body in (created, done):
+            body["metadata"] = metadata
+            body["conversation_id"] = None
+        prefix = "response.text" if beta else "response.output_text"
+        out: list[dict[str, Any]] = [
+            {"type": "response.created", "response": created},
+            {"type": "response.output_item.added", **base,
+             "item": {**item, "status": "in_progress", "content": []}},
+            {"type": "response.content_part.added", **part, "part": {"type": "text", "text": ""}},
+            {"type": f"{prefix}.delta", **part, "delta": summary},
+            {"type": f"{prefix}.done", **part, "text": summary},
+            {"type": "response.content_part.done", **part,
+             "part": {"type": "text", "text": summary}},
+            {"type": "response.output_item.done", **base, "item": item},
+            {"type": "response.done", "response": done},
+        ]
+        return [self._stamp(o) for o in out]
 
     def _on_response_cancel(self, event: dict[str, Any], client_id: str | None) -> list[Any]:
         if self.active is None:
