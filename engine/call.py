@@ -247,6 +247,7 @@ class CallStats:
     appends: int = 0
     deltas: int = 0
     dropped_deltas: int = 0
+    bad_deltas: int = 0
     bargeins: int = 0
     truncates: int = 0
     cancels: int = 0
@@ -750,6 +751,13 @@ class Call:
             or response.response_id != event.response_id
         ):
             self._stats.dropped_deltas += 1
+            return
+        if len(event.audio) & 1 and self.settings.upstream_format == "pcm16":
+            # Not whole 16-bit samples: the stream would be shifted by a byte from here on.
+            self._stats.bad_deltas += 1
+            if self._stats.bad_deltas == 1:
+                logs.event(log, "upstream_bad_audio", logging.WARNING, call=self._id(),
+                           bytes=len(event.audio), reason="odd length for 16-bit audio")
             return
         self._stats.deltas += 1
         convert = self._from_upstream_format

@@ -797,6 +797,7 @@ class Worker:
             "caller_frames": stats.caller_frames,
             "appends": stats.appends,
             "deltas": stats.deltas,
+            "bad_deltas": stats.bad_deltas,
             "bargeins": stats.bargeins,
             "truncates": stats.truncates,
             "rephases": stats.rephases,

@@ -579,3 +579,16 @@ def test_a_failed_handover_keeps_the_session_and_is_tried_again() -> None:
     assert call.handing_over and call.try_handover()
     call.handover_opened()
     assert not call.handing_over and call.stats.upstream_sessions == 2
+
+
+def test_an_odd_length_pcm16_delta_is_dropped_counted_and_the_stream_stays_aligned() -> None:
+    call = active_call()
+    sent(call)
+    start_response(call)
+    call.upstream_message(delta(bytes(961)))
+    call.upstream_message(delta(b"\x01\x00" * 960))
+    assert call.stats.bad_deltas == 1 and call.stats.deltas == 1
+    clean = active_call()
+    start_response(clean)
+    clean.upstream_message(delta(b"\x01\x00" * 960))
+    assert call.playout.buffered_samples == clean.playout.buffered_samples > 0

@@ -144,6 +144,7 @@ def test_a_new_model_needs_every_price_and_a_price_is_a_number(tmp_path: Path) -
 
 def test_records_urls_are_checked_and_their_passwords_never_shown() -> None:
     assert parse_url("sqlite:///calls.db").location == "calls.db"
+    assert redact("sqlite:///./calls.db") == "sqlite:///./calls.db"
     assert parse_url("sqlite:////var/lib/ve/calls.db").location == "/var/lib/ve/calls.db"
     assert parse_url("postgresql://u:p@db/calls").dialect == "postgresql"
     assert parse_url("postgres://u@db/calls?sslmode=require").dialect == "postgresql"

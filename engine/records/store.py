@@ -119,6 +119,8 @@ def parse_url(url: str) -> Target:
 def redact(url: str) -> str:
     """``url`` with any password replaced by ``***`` (also a ``password=`` parameter)."""
     parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        return url  # a path holds no password
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, host = netloc.rpartition("@")
