@@ -94,6 +94,7 @@ class EndReason(enum.Enum):
     PROTOCOL_VIOLATION = "protocol_violation"
     CALLER_STALLED = "caller_stalled"
     OVER_CAPACITY = "over_capacity"
+    OVERLOADED = "overloaded"
     SOURCE_CAP = "source_cap"
     DRAINING = "draining"
     NOT_ALLOWED = "not_allowed"
@@ -103,7 +104,8 @@ class EndReason(enum.Enum):
     INTERNAL_ERROR = "internal_error"
 
 
-REFUSALS = frozenset({EndReason.OVER_CAPACITY, EndReason.SOURCE_CAP, EndReason.DRAINING})
+REFUSALS = frozenset({EndReason.OVER_CAPACITY, EndReason.SOURCE_CAP, EndReason.DRAINING,
+                      EndReason.OVERLOADED})
 """Reasons a call is refused before it starts: a clean hangup, so the dialplan falls back."""
 
 
@@ -599,8 +601,8 @@ class Call:
         self._end(EndReason.SHUTDOWN, hangup=self.uuid is not None)
 
     def refuse(self, reason: EndReason = EndReason.OVER_CAPACITY) -> None:
-        """The node is full, the source over its cap, or the node draining: a clean hangup
-        before anything starts, so the dialplan can fall back."""
+        """The node is full, the source over its cap, the worker's loop lagging, or the node
+        draining: a clean hangup before anything starts, so the dialplan can fall back."""
         if reason not in REFUSALS:
             raise ValueError(f"{reason.value} is not a refusal")
         self._end(reason)

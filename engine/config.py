@@ -151,6 +151,8 @@ FIELDS: tuple[Setting, ...] = (
     Setting("DRAIN_SECONDS", _ranged(int, 0, 86_400), "how long calls may run on after SIGTERM"),
     Setting("ALLOW_SOURCES", _networks, "CIDRs that may place calls; empty allows any"),
     Setting("TRUSTED_PROXIES", _networks, "CIDRs whose PROXY v2 header is believed"),
+    Setting("MAX_LOOP_LAG_MS", _ranged(int, 0, 60_000), "a worker whose event loop runs "
+            "this late refuses new calls for a while; 0 never does"),
     Setting("MAX_CALLS_PER_SOURCE", _ranged(int, 0, 1_000_000), "calls per source; 0 is no cap"),
     Setting("SYSTEM_PROMPT", _text, "instructions"),
     Setting("VAD_THRESHOLD", _ranged(float, 0.0, 1.0), "server VAD threshold"),
@@ -211,6 +213,7 @@ class Config:
     allow_sources: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()
     max_calls_per_source: int = 0
+    max_loop_lag_ms: int = 250
     system_prompt: str = "You are a helpful assistant."
     vad_threshold: float = 0.5
     vad_silence_ms: int = 500

@@ -32,6 +32,7 @@ class Metrics:
     tokens: Counter
     clock_late_wakeups: Counter
     clock_resyncs: Counter
+    loop_lag: Gauge
     cost: Counter
     records_written: Counter
     records_lost: Counter
@@ -68,6 +69,9 @@ class Metrics:
                                        "Clock wake-ups later than a sub-tick", registry=registry),
             clock_resyncs=Counter("voice_engine_clock_resyncs",
                                   "Clock backlogs dropped after a long stall", registry=registry),
+            loop_lag=Gauge("voice_engine_loop_lag_seconds", "How late the worker's event loop "
+                           "ran a 100 ms timer, the latest probe (the node shows the worst "
+                           "worker)", registry=registry, multiprocess_mode="max"),
             cost=Counter("voice_engine_cost_usd", "Estimated Realtime cost of ended calls, in "
                          "US dollars (calls of a model without prices count nothing)",
                          registry=registry),

@@ -57,6 +57,8 @@ __all__ = ["LINGER_S", "CallConnection", "Counts", "LocalCounts", "Worker", "Wor
 LINGER_S = 2.0
 RECORDING_TAKE_S = 0.5
 HANDOVER_POLL_S = 0.1
+LAG_PROBE_S = 0.1
+LAG_HOLD_S = 2.0
 HANDOVER_RETRY_S = 2.0
 
 log = logging.getLogger("engine.worker")
@@ -117,6 +119,7 @@ class WorkerLimits:
     open_timeout: float = 5.0
     ping_interval: float = 10.0
     ping_timeout: float = 10.0
+    max_loop_lag: float = 0.25  # seconds; 0 never refuses for lag
     handover_s: float = 0.0  # 0: by the dialect's session limit (engine.handover)
     handover_grace_s: float = HANDOVER_GRACE_S
 
@@ -128,6 +131,7 @@ class WorkerLimits:
             max_calls=config.max_concurrent_calls,
             max_calls_per_source=config.max_calls_per_source,
             handover_s=float(config.session_handover_seconds),
+            max_loop_lag=config.max_loop_lag_ms / 1000,
         )
 
 
@@ -261,6 +265,9 @@ class CallConnection(asyncio.Protocol):
             return
         if worker.draining:
             call.refuse(EndReason.DRAINING)
+            return
+        if worker.lagging:
+            call.refuse(EndReason.OVERLOADED)
             return
         limits = worker.limits
         cause = worker.counts.admit(host, limits.max_calls, limits.max_calls_per_source)
@@ -615,6 +622,9 @@ class Worker:
         self.recorder = recorder
         self.recording: set[CallConnection] = set()
         self._recording_task: asyncio.Task[None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
+        self.loop_lag = 0.0
+        self._lagging_until = 0.0
         self.node = socket.gethostname()
         self.agents = agents if agents is not None else default_agent(config)
         self.manager = manager
@@ -650,6 +660,7 @@ class Worker:
         self.clock.start()
         if self.recorder is not None:
             self._recording_task = loop.create_task(self._take_recordings())
+        self._lag_task = loop.create_task(self._probe_lag())
         self._idle = asyncio.Event()
         host = self.config.listen_host if host is None else host
         ports = [self.config.listen_port if port is None else port, *self.agents.listen_ports]
@@ -683,12 +694,36 @@ class Worker:
         self.lingering.clear()
         if self.clock is not None:
             self.clock.stop()
-        if self._recording_task is not None:
-            self._recording_task.cancel()
-            await asyncio.gather(self._recording_task, return_exceptions=True)
-            self._recording_task = None
+        for task in (self._recording_task, self._lag_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._recording_task = self._lag_task = None
         await self.runner.close()
         await asyncio.sleep(0)
+
+    @property
+    def lagging(self) -> bool:
+        """The loop ran a probe later than ``max_loop_lag`` within the last ``LAG_HOLD_S``:
+        new calls are refused (the calls it has need the loop more)."""
+        return time.monotonic() < self._lagging_until
+
+    async def _probe_lag(self) -> None:
+        """Every ``LAG_PROBE_S``, how late the loop ran a timer: a gauge, and admission."""
+        loop = asyncio.get_running_loop()
+        limit = self.limits.max_loop_lag
+        while True:
+            expected = loop.time() + LAG_PROBE_S
+            await asyncio.sleep(LAG_PROBE_S)
+            lag = max(0.0, loop.time() - expected)
+            self.loop_lag = lag
+            METRICS.loop_lag.set(lag)
+            if limit > 0 and lag > limit:
+                if not self.lagging:
+                    logs.event(log, "worker_loop_lagging", logging.WARNING,
+                               lag_ms=round(lag * 1000, 1), limit_ms=round(limit * 1000),
+                               calls=len(self.connections))
+                self._lagging_until = time.monotonic() + LAG_HOLD_S
 
     async def _take_recordings(self) -> None:
         """Every ``RECORDING_TAKE_S``, the recording calls' audio goes to the recorder."""

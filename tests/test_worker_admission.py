@@ -160,3 +160,34 @@ def test_a_refused_caller_reads_the_hangup_even_while_it_keeps_sending() -> None
             await writer.wait_closed()
 
     run(main())
+
+
+def test_a_worker_whose_loop_lags_refuses_new_calls_for_a_while_then_takes_them(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from engine import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "LAG_HOLD_S", 0.6)
+    limits = WorkerLimits(connect_deadline=2.0, max_loop_lag=0.05)
+
+    async def main() -> None:
+        async with node(limits=limits) as n:
+            first = await _call(n)
+            assert first.hangup == caller.CALLER_FINISHED
+            time.sleep(0.3)  # the loop is blocked, as a long garbage collection would do
+            await asyncio.sleep(0.15)
+            assert n.worker.lagging
+            refused = await _call(n)
+            assert refused.hangup == caller.ENGINE_HANGUP and refused.frames_received == 0
+            await asyncio.sleep(0.7)
+            assert not n.worker.lagging
+            again = await _call(n)
+            assert again.hangup == caller.CALLER_FINISHED and again.frames_received > 30
+
+    with caplog.at_level(logging.INFO):
+        run(main())
+    assert [e["reason"] for e in _ended(caplog)] == ["caller_hangup", "overloaded",
+                                                     "caller_hangup"]
+    (lagging,) = [r for r in caplog.records if r.getMessage() == "worker_loop_lagging"]
+    assert vars(lagging)["_fields"]["lag_ms"] >= 200
