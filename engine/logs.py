@@ -9,13 +9,15 @@ picks text on a terminal. Secrets must never be passed as fields.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Any
 
 import orjson
 
-__all__ = ["FORMATS", "JsonFormatter", "TextFormatter", "event", "resolve_format", "setup"]
+__all__ = ["FORMATS", "JsonFormatter", "RedactCredentials", "TextFormatter", "event",
+           "resolve_format", "setup"]
 
 _FIELDS = "_fields"
 FORMATS = ("auto", "text", "json")
@@ -69,6 +71,24 @@ def resolve_format(fmt: str, stream: Any = None) -> str:
     return fmt
 
 
+_CREDENTIAL = re.compile(
+    r"(?i)((?:authorization|proxy-authorization|api-key|x-api-key|cookie|set-cookie)"
+    r"[\"']?\s*[:=]\s*[\"']?)(?:(bearer|basic)\s+)?[^\s\"',;]+")
+
+
+class RedactCredentials(logging.Filter):
+    """Replaces credential header values in a line's text with ``***``: the last guard for a
+    library that logs HTTP headers (websockets does, at debug level)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if _CREDENTIAL.search(text):
+            record.msg = _CREDENTIAL.sub(lambda m: m[1] + (m[2] + " " if m[2] else "") + "***",
+                                         text)
+            record.args = None
+        return True
+
+
 def setup(level: str = "INFO", fmt: str | None = None, stream: Any = None) -> None:
     """Sends every engine log line to ``stream`` (stderr) at ``level``, in ``fmt``.
 
@@ -81,9 +101,13 @@ def setup(level: str = "INFO", fmt: str | None = None, stream: Any = None) -> No
     handler = logging.StreamHandler(stream)
     json = resolve_format(_chosen, stream) == "json"
     handler.setFormatter(JsonFormatter() if json else TextFormatter())
+    handler.addFilter(RedactCredentials())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # websockets' debug lines are every frame and every header (credentials too): the
+    # engine's own debug lines say what matters about its connections.
+    logging.getLogger("websockets").setLevel(max(logging.INFO, root.level))
     logging.Formatter.converter = time.gmtime
 
 

@@ -71,3 +71,25 @@ def test_setup_without_a_format_keeps_the_one_chosen_before() -> None:
     logs.event(log, "hidden")
     logs.event(log, "shown", level=logging.WARNING)
     assert out.getvalue().split()[1:] == ["warning", "shown"]
+
+
+def test_credential_headers_are_redacted_from_any_logger_even_at_debug() -> None:
+    import io
+    import logging
+
+    from engine import logs
+
+    stream = io.StringIO()
+    logs.setup("debug", "json", stream)
+    try:
+        other = logging.getLogger("somelib.http")
+        other.debug("> Authorization: Bearer sk-abc123")
+        other.debug("> api-key: azure-XYZ")
+        other.debug("headers %s", {"Cookie": "session=s3cr3t"})
+        logging.getLogger("websockets.client").debug("> Authorization: Bearer sk-frame")
+    finally:
+        logs.setup("info", "json")
+    text = stream.getvalue()
+    assert "sk-abc123" not in text and "azure-XYZ" not in text and "s3cr3t" not in text
+    assert "Authorization: Bearer ***" in text and "api-key: ***" in text
+    assert "sk-frame" not in text  # websockets' header lines are not logged at all
