@@ -450,6 +450,9 @@ class Simulator:
                 session.abort()
         await asyncio.gather(*(s.close(1001, "going away") for s in live
                                if not s.stalled and s.core is not None))
+        # A session's own close (a fault, its time limit) may still be finishing its task.
+        left = [t for s in (*live, *self.sessions) for t in s._tasks]
+        await asyncio.gather(*left, return_exceptions=True)
         await server.wait_closed()
         logs.event(log, "sim_stopped", **self.totals())
 
