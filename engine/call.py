@@ -321,6 +321,7 @@ class Call:
         self._orphans: set[str] = set()
         self._summary_upto = 0
         self._summary_failed = False
+        self._out_of_band: set[str] = set()
 
     # -- inputs from the adapter -------------------------------------------------------------
 
@@ -437,6 +438,14 @@ class Call:
         """A handover is due or under way."""
         return self._handover != _NO_HANDOVER
 
+    def summary_timed_out(self) -> None:
+        """The summary did not come in time: hand over with the latest turns instead."""
+        if self._handover == _SUMMARISING:
+            self._summary_failed = True
+            self._handover = _WANTED
+            logs.event(log, "handover_summary_failed", logging.WARNING, call=self._id(),
+                       status="timed_out")
+
     @property
     def summarising(self) -> bool:
         """The old session is writing the conversation's summary."""
@@ -459,11 +468,15 @@ class Call:
         self.to_upstream.clear()
         self.to_upstream.append(self._encoder.session_update(self.settings.session))
         self.to_upstream.extend(handover.carried_items(self._encoder, self.conversation))
-        if self._response is not None and self.playout is not None:
+        dropped = self._response
+        if dropped is not None and self.playout is not None:
             self.playout.mark_complete()  # the old session's audio ends with what was sent
         self._response = None
         self._last_done = None
+        # What waited for the old session's response goes to the new session instead.
+        self.to_upstream.extend(self._after_response)
         self._after_response.clear()
+        self._out_of_band.clear()
         self._stale_items |= self._session_items
         self._session_items = set()
         self._orphans |= self._tools.pending()
@@ -471,7 +484,10 @@ class Call:
         self._caller_speaking = False
         if self._uplink is not None:
             self._uplink.flush()
-        if self.state is State.WRAPPING_UP and not self._goodbye_done:
+        if dropped is not None and dropped.hangup_after and self.state is State.ACTIVE:
+            # The hangup tool had run: the goodbye is what was playing.
+            self._begin_goodbye(EndReason.AGENT_HANGUP, said=dropped.audio_started)
+        elif self.state is State.WRAPPING_UP and not self._goodbye_done:
             self.to_upstream.append(self._encoder.response_create(GOODBYE_INSTRUCTIONS))
         elif self._want_response:
             self._ask()
@@ -739,7 +755,8 @@ class Call:
 
     def _on_response_created(self, event: realtime.ResponseCreated) -> None:
         if event.purpose is not None:
-            return  # out of band (a summary): nothing the caller hears
+            self._out_of_band.add(event.response_id)  # a summary: nothing the caller hears
+            return
         self.responses_created += 1
         wrapup = self.state is State.WRAPPING_UP
         self._response = _Response(event.response_id, wrapup=wrapup)
@@ -778,6 +795,7 @@ class Call:
     def _on_response_done(self, event: realtime.ResponseDone) -> None:
         self._stats.usage.add(event.usage)
         if event.purpose is not None:
+            self._out_of_band.discard(event.response_id)
             if event.purpose == realtime.SUMMARY_PURPOSE:
                 self._on_summary_done(event)
             return
@@ -865,6 +883,10 @@ class Call:
             logs.event(log, "transcript", call=self._id(), role=event.role, text=event.text)
 
     def _on_function_call(self, event: realtime.FunctionCallDone) -> None:
+        if event.response_id in self._out_of_band:
+            logs.event(log, "tool_call_dropped", logging.WARNING, call=self._id(),
+                       tool=event.name, reason="asked for by an out-of-band response")
+            return
         response = self._response
         if response is not None and response.cancelled:
             logs.event(log, "tool_call_dropped", call=self._id(), tool=event.name,

@@ -219,7 +219,7 @@ class Encoder:
                 "content": [{"type": "input_text", "text": text}]}
         response: dict[str, Any] = {
             "conversation": "none", "instructions": instructions, "input": [item],
-            "metadata": {"purpose": SUMMARY_PURPOSE},
+            "metadata": {"purpose": SUMMARY_PURPOSE}, "tools": [], "tool_choice": "none",
         }
         if self._beta:
             response.update(modalities=["text"], max_response_output_tokens=max_tokens)

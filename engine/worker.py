@@ -60,6 +60,7 @@ HANDOVER_POLL_S = 0.1
 LAG_PROBE_S = 0.1
 LAG_HOLD_S = 2.0
 HANDOVER_RETRY_S = 2.0
+SUMMARY_WAIT_S = 10.0
 
 log = logging.getLogger("engine.worker")
 
@@ -179,6 +180,7 @@ class CallConnection(asyncio.Protocol):
         self._leg: _Leg | None = None
         self._handover_task: asyncio.Task[None] | None = None
         self._handover_poll: asyncio.TimerHandle | None = None
+        self._summary_asked: float | None = None
         self._session_opened = 0.0
 
     # -- caller transport ----------------------------------------------------------------
@@ -412,9 +414,18 @@ class CallConnection(asyncio.Protocol):
         self._handover_poll = None
         if call.end_reason is not None or not call.handing_over:
             return
-        if call.try_handover():
-            self._act()
+        if call.summarising:
+            now = time.monotonic()
+            if self._summary_asked is None:
+                self._summary_asked = now
+            elif now - self._summary_asked > SUMMARY_WAIT_S:
+                call.summary_timed_out()
         else:
+            self._summary_asked = None
+        started = call.try_handover()
+        if started or call.wants_attention:
+            self._act()  # the handover, or the summary request it sent first
+        if not started:
             self._handover_poll = asyncio.get_running_loop().call_later(
                 HANDOVER_POLL_S, self._poll_handover)
 

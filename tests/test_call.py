@@ -592,3 +592,39 @@ def test_an_odd_length_pcm16_delta_is_dropped_counted_and_the_stream_stays_align
     start_response(clean)
     clean.upstream_message(delta(b"\x01\x00" * 960))
     assert call.playout.buffered_samples == clean.playout.buffered_samples > 0
+
+
+def test_what_waited_for_the_old_sessions_response_goes_to_the_new_one() -> None:
+    call = active_call()
+    sent(call)
+    start_response(call)
+    call.tool_late_result("lookup", '{"late": true}')  # held behind the response
+    call.handover_due()
+    assert call.try_handover(force=True)
+    call.handover_opened()
+    texts = [e["item"]["content"][0]["text"] for e in sent(call)
+             if e["type"] == "conversation.item.create"]
+    assert any('{"late": true}' in t for t in texts)
+
+
+def test_a_hangup_pending_on_the_cut_response_still_hangs_up_after_a_handover() -> None:
+    call = active_call()
+    sent(call)
+    start_response(call)
+    call.upstream_message(delta(bytes(960 * 2)))
+    call.tool_result("call_x", '{"ok": true}', hangup=True)  # the goodbye is playing
+    call.handover_due()
+    assert call.try_handover(force=True)
+    call.handover_opened()
+    assert call.state is State.WRAPPING_UP
+
+
+def test_an_out_of_band_response_never_runs_a_tool_or_blocks_a_pause() -> None:
+    call = active_call()
+    sent(call)
+    call.upstream_message(server("response.created", response={
+        "id": "resp_oob", "object": "realtime.response", "status": "in_progress",
+        "output": [], "metadata": {"purpose": "summary"}}))
+    function_call(call, response_id="resp_oob")
+    assert not [a for a in call.actions() if isinstance(a, RunTool)]
+    assert call.at_pause

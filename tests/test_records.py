@@ -678,6 +678,10 @@ def test_calls_list_and_show_answer_what_happened_without_sql(store_url: str) ->
 
 def test_calls_says_when_the_store_cannot_be_read(tmp_path: Path) -> None:
     runner = CliRunner()
+    missing = tmp_path / "none" / "calls.db"
+    absent = runner.invoke(cli, ["calls", "list", "--records-url", f"sqlite:///{missing}"])
+    assert absent.exit_code == 1 and "no call has been recorded there yet" in absent.output
+    assert not missing.parent.exists()  # a reader creates nothing
     down = runner.invoke(cli, ["calls", "list", "--records-url",
                                "postgresql://voice:hunter2@127.0.0.1:1/calls"])
     assert down.exit_code == 1 and "hunter2" not in down.output

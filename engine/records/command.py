@@ -57,7 +57,7 @@ def _store(records_url: str | None, env_file: Path | None) -> Store:
             url = settings.load(None, env_file, require_key=False).records_url
         if not url:
             raise ConfigError("RECORDS_URL is empty: this node keeps no call records")
-        return open_store(url)
+        return open_store(url, readonly=True)
     except ConfigError as exc:
         click.echo(f"voice-engine: {exc}", err=True)
         sys.exit(2)

@@ -190,6 +190,8 @@ class RecordingWriter:
                 self._finish(key)
         except OSError as exc:
             self._fail(key, exc)
+        except Exception as exc:  # a WAV past its 4 GiB limit, say: that recording alone
+            self._fail(key, OSError(0, f"{type(exc).__name__}: {exc}"))
 
     def _open(self, item: _Open) -> None:
         item.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

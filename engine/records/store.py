@@ -131,8 +131,9 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-def open_store(url: str) -> Store:
-    """The store at ``url``, connected (not migrated: see :meth:`Store.migrate`).
+def open_store(url: str, *, readonly: bool = False) -> Store:
+    """The store at ``url``, connected (not migrated: see :meth:`Store.migrate`);
+    ``readonly`` for readers, which never create a SQLite file.
 
     Raises:
         ConfigError: ``url`` is not a records URL.
@@ -140,7 +141,7 @@ def open_store(url: str) -> Store:
     """
     target = parse_url(url)
     if target.dialect == "sqlite":
-        return SqliteStore(Path(target.location))
+        return SqliteStore(Path(target.location), readonly=readonly)
     return PostgresStore(target.location)
 
 
@@ -190,9 +191,22 @@ class SqliteStore(_Queries):
     """A SQLite file in WAL mode, made readable by its owner only (records hold caller numbers
     and, when enabled, transcripts). Several processes of a node may write it at once."""
 
-    def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
+    def __init__(self, path: Path, *, busy_timeout: float = 5.0, readonly: bool = False) -> None:
         self.path = path
         self.target = f"sqlite:///{path}"
+        if readonly:
+            # A reader never creates the file: one made by another user (root, say) would
+            # keep the node from ever writing its records there.
+            if not path.is_file():
+                raise RecordsUnavailable(self.target, "no such file: no call has been "
+                                         "recorded there yet (or RECORDS_URL points elsewhere)")
+            try:
+                self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True,
+                                           timeout=busy_timeout, isolation_level=None,
+                                           check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise RecordsUnavailable(self.target, _reason(exc)) from None
+            return
         try:
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)

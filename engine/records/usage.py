@@ -39,6 +39,8 @@ DEFAULT_PRICES: Mapping[str, Prices] = {
     "gpt-realtime": Prices(4.00, 0.40, 16.00, 32.00, 0.40, 64.00),
     "gpt-realtime-mini": Prices(0.60, 0.06, 2.40, 10.00, 0.30, 20.00),
     "gpt-4o-realtime-preview": Prices(5.00, 2.50, 20.00, 40.00, 2.50, 80.00),
+    # The first preview snapshot kept its launch prices.
+    "gpt-4o-realtime-preview-2024-10-01": Prices(5.00, 2.50, 20.00, 100.00, 20.00, 200.00),
     "gpt-4o-mini-realtime-preview": Prices(0.60, 0.30, 2.40, 10.00, 0.30, 20.00),
 }
 
