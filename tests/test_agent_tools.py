@@ -183,7 +183,7 @@ class Node:
 @contextlib.asynccontextmanager
 async def node(*scripts: ToolScript, agents: AgentFile | None = None, manager: Any = None,
                config: Config | None = None, sim_config: SimConfig | None = None,
-               ) -> AsyncIterator[Node]:
+               limits: WorkerLimits | None = None) -> AsyncIterator[Node]:
     """A worker in this loop, bridged to a simulator that plays ``scripts``."""
     config = config or make_config()
     recorder = Recorder()
@@ -193,7 +193,7 @@ async def node(*scripts: ToolScript, agents: AgentFile | None = None, manager: A
     settings = CallSettings.from_config(config)
     endpoint = upstream.Endpoint.for_dialect(settings.dialect, sim.url, config.openai_model,
                                              "sk-test")
-    worker = Worker(config, endpoint, settings, WorkerLimits(connect_deadline=2.0),
+    worker = Worker(config, endpoint, settings, limits or WorkerLimits(connect_deadline=2.0),
                     agents=agents, manager=manager)
     port = await worker.start("127.0.0.1", 0)
     try:

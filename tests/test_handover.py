@@ -4,27 +4,24 @@ no stale item ids afterwards. The simulator's session-length limit makes it take
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from engine import caller, handover, upstream
-from engine.call import CallSettings
+from engine import caller, handover
 from engine.handover import CONTINUES, Conversation, carried_items, handover_after
 from engine.realtime import Dialect, Encoder
-from engine.sim import SimConfig, Simulator
-from engine.worker import Worker, WorkerLimits
+from engine.sim import SimConfig
+from engine.worker import WorkerLimits
 from tests.test_agent_tools import (
     RATE,
     Node,
-    Recorder,
     assert_clean,
     log_fields,
     loud,
     make_config,
+    node,
     quiet,
     run,
     speech,
@@ -35,27 +32,16 @@ RESPONSE_MS = 900
 SIM_TEXT = "This is the voice engine simulator speaking."
 
 
-@contextlib.asynccontextmanager
-async def long_call_node(handover_s: float, grace_s: float, limit_s: float,
-                         dialect: str = "ga") -> AsyncIterator[Node]:
-    config = make_config(transcription_model="whisper-1", realtime_dialect=dialect)
-    recorder = Recorder()
-    sim = Simulator(SimConfig(response_ms=RESPONSE_MS, session_limit_s=limit_s,
-                              vad_silence_ms=300), observer=recorder)
-    await sim.start()
-    settings = CallSettings.from_config(config)
-    endpoint = upstream.Endpoint.for_dialect(settings.dialect, sim.url, config.openai_model,
-                                             None)
-    limits = WorkerLimits(connect_deadline=2.0, handover_s=handover_s,
-                          handover_grace_s=grace_s)
-    worker = Worker(config, endpoint, settings, limits)
-    port = await worker.start("127.0.0.1", 0)
-    try:
-        yield Node(worker, sim, port, recorder)
-        assert await worker.wait_idle(3.0)
-    finally:
-        await worker.stop()
-        await sim.stop()
+def long_call_node(handover_s: float, grace_s: float, limit_s: float,
+                   dialect: str = "ga") -> Any:
+    """A worker whose sessions hand over after ``handover_s`` (forced ``grace_s`` later),
+    bridged to a simulator that ends each session ``limit_s`` after it opened."""
+    return node(
+        config=make_config(transcription_model="whisper-1", realtime_dialect=dialect),
+        sim_config=SimConfig(response_ms=RESPONSE_MS, session_limit_s=limit_s,
+                             vad_silence_ms=300),
+        limits=WorkerLimits(connect_deadline=2.0, handover_s=handover_s,
+                            handover_grace_s=grace_s))
 
 
 def events_of(node: Node, index: int) -> list[dict[str, Any]]:
