@@ -250,6 +250,7 @@ class CallStats:
     deltas: int = 0
     dropped_deltas: int = 0
     bad_deltas: int = 0
+    bad_events: int = 0
     bargeins: int = 0
     truncates: int = 0
     cancels: int = 0
@@ -499,7 +500,8 @@ class Call:
         try:
             event = self._decoder.decode(data)
         except UpstreamError as exc:
-            self._stats.server_errors += 1
+            # Dropped, the call goes on: one event we cannot read is not worth the call.
+            self._stats.bad_events += 1
             logs.event(log, "upstream_bad_event", logging.WARNING, call=self._id(), error=str(exc))
             return
         handler = _UPSTREAM_HANDLERS.get(type(event))
@@ -901,6 +903,7 @@ class Call:
         self._actions.append(RunTool(event.call_id, event.name, event.arguments))
 
     def _on_server_error(self, event: realtime.ServerError) -> None:
+        # Logged, the call goes on: an error the server cannot go on from ends in its close.
         self._stats.server_errors += 1
         logs.event(log, "upstream_error_event", logging.WARNING, call=self._id(),
                    type=event.type, code=event.code, message=event.message,

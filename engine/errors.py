@@ -31,7 +31,8 @@
     │   ├── ClockFailed(cause)                    the clock's write or read for a call raised
     │   └── BadWav(path, reason)                  a WAV file the test caller cannot use
     ├── UpstreamError              the Realtime side failed
-    │   ├── UpstreamRefused(reason)               no connection: refused, DNS, timeout
+    │   ├── UpstreamRefused(reason)               no connection: refused, timeout
+    │   ├── UpstreamUnresolved(host, reason)      DNS: retried only when temporary
     │   ├── UpstreamAuthFailed(status)            401 or 403: retrying will not help
     │   ├── UpstreamTlsFailed(reason)             certificate refused or TLS failed: not retried
     │   ├── UpstreamRateLimited(retry_after)      429
@@ -138,6 +139,7 @@ __all__ = [
     "UpstreamRejected",
     "UpstreamStalled",
     "UpstreamTlsFailed",
+    "UpstreamUnresolved",
     "WorkerBootFailed",
 ]
 
@@ -359,6 +361,18 @@ class UpstreamRefused(UpstreamError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"could not connect to the Realtime upstream: {reason}")
+
+
+class UpstreamUnresolved(UpstreamError):
+    """The upstream's host name did not resolve; ``temporary`` when the resolver said to try
+    again (EAI_AGAIN), not that the name does not exist."""
+
+    def __init__(self, host: str, reason: str, *, temporary: bool) -> None:
+        self.host = host
+        self.reason = reason
+        self.temporary = temporary
+        super().__init__(f"could not resolve the Realtime upstream's host {host!r}: {reason}; "
+                         "check UPSTREAM_URL and this machine's DNS")
 
 
 class UpstreamAuthFailed(UpstreamError):

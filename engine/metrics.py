@@ -26,6 +26,7 @@ class Metrics:
     call_seconds: Histogram
     upstream_connects: Counter
     upstream_errors: Counter
+    upstream_bad_events: Counter
     dtmf_digits: Counter
     bargeins: Counter
     underruns: Counter
@@ -56,6 +57,10 @@ class Metrics:
             upstream_errors=Counter("voice_engine_upstream_errors",
                                     "Calls ended by an upstream failure, by error class",
                                     ["error"], registry=registry),
+            upstream_bad_events=Counter(
+                "voice_engine_upstream_bad_events", "Realtime events dropped or only logged, "
+                "by cause (undecodable, bad_audio, error_event); the call went on",
+                ["cause"], registry=registry),
             dtmf_digits=Counter("voice_engine_dtmf_digits", "DTMF digits received",
                                 registry=registry),
             bargeins=Counter("voice_engine_bargeins", "Barge-ins (caller spoke over the model)",

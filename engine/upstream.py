@@ -17,6 +17,7 @@ import asyncio
 import functools
 import os
 import random
+import socket
 import ssl
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, cast
@@ -40,6 +41,7 @@ from engine.errors import (
     UpstreamRejected,
     UpstreamStalled,
     UpstreamTlsFailed,
+    UpstreamUnresolved,
 )
 from engine.realtime import Dialect
 
@@ -466,6 +468,8 @@ def _handshake_error(response: Response) -> UpstreamError:
 def _retryable(error: UpstreamError) -> bool:
     if isinstance(error, UpstreamRefused | UpstreamRateLimited):
         return True
+    if isinstance(error, UpstreamUnresolved):
+        return error.temporary
     return isinstance(error, UpstreamRejected) and error.status >= 500
 
 
@@ -495,6 +499,13 @@ async def _attempt(
     except TimeoutError:
         conn.abort()
         raise UpstreamRefused(f"no answer within {timeout:.3g} s") from None
+    except socket.gaierror as exc:
+        conn.abort()
+        raise UpstreamUnresolved(wsuri.host, exc.strerror or str(exc),
+                                 temporary=exc.errno == socket.EAI_AGAIN) from None
+    except UnicodeError:
+        conn.abort()  # the IDNA codec refused the name before any lookup
+        raise UpstreamUnresolved(wsuri.host, "not a valid host name", temporary=False) from None
     except ssl.SSLCertVerificationError as exc:
         conn.abort()
         raise UpstreamTlsFailed(f"certificate not trusted: {exc.verify_message}") from None
@@ -523,12 +534,13 @@ async def connect(
 ) -> UpstreamConnection:
     """Opens the upstream connection, retrying transient failures until ``deadline`` seconds.
 
-    Refusals, timeouts, 429 and 5xx are retried with exponential backoff and jitter (a 429's
-    Retry-After is honoured when it fits in the deadline); 401/403 and other statuses are not.
+    Refusals, timeouts, a resolver's "try again", 429 and 5xx are retried with exponential
+    backoff and jitter (a 429's Retry-After is honoured when it fits in the deadline); a name
+    that does not exist, 401/403 and other statuses are not.
     Messages that arrived with the handshake reach ``listener`` just after this returns.
 
     Raises:
-        UpstreamError: the last failure (UpstreamRefused, UpstreamAuthFailed,
+        UpstreamError: the last failure (UpstreamRefused, UpstreamUnresolved, UpstreamAuthFailed,
             UpstreamTlsFailed, UpstreamRateLimited or UpstreamRejected).
     """
     loop = loop or asyncio.get_running_loop()

@@ -820,6 +820,10 @@ class Worker:
         METRICS.calls_ended.labels(reason=reason).inc()
         METRICS.dtmf_digits.inc(len(stats.dtmf))
         METRICS.bargeins.inc(stats.bargeins)
+        for cause, count in (("undecodable", stats.bad_events), ("bad_audio", stats.bad_deltas),
+                             ("error_event", stats.server_errors)):
+            if count:
+                METRICS.upstream_bad_events.labels(cause=cause).inc(count)
         if call.playout is not None:
             METRICS.underruns.inc(call.playout.underruns)
         if call.uuid is not None and action.reason not in REFUSALS:
@@ -844,6 +848,8 @@ class Worker:
             "appends": stats.appends,
             "deltas": stats.deltas,
             "bad_deltas": stats.bad_deltas,
+            "bad_events": stats.bad_events,
+            "server_errors": stats.server_errors,
             "bargeins": stats.bargeins,
             "truncates": stats.truncates,
             "rephases": stats.rephases,

@@ -92,6 +92,7 @@ async def node(
     limits: WorkerLimits | None = None,
     settings: Callable[[CallSettings], CallSettings] | None = None,
     sim_tls: ssl.SSLContext | None = None,
+    upstream_url: str | None = None,
 ) -> AsyncIterator[Node]:
     config = config or make_config()
     sim = Simulator(sim_config or SimConfig(response_ms=1000, tone_hz=TONE_HZ),
@@ -101,7 +102,8 @@ async def node(
     if settings is not None:
         call_settings = settings(call_settings)
     endpoint = upstream.Endpoint.for_dialect(
-        call_settings.dialect, sim.url, config.openai_model, "sk-test", config.upstream_ca_file
+        call_settings.dialect, upstream_url or sim.url, config.openai_model, "sk-test",
+        config.upstream_ca_file,
     )
     worker = Worker(config, endpoint, call_settings, limits or WorkerLimits(connect_deadline=2.0))
     port = await worker.start("127.0.0.1", 0)
@@ -390,22 +392,40 @@ def test_node_shutdown_hangs_up_cleanly() -> None:
 
 
 FAULTS = {
-    "refuse": (Fault(FaultKind.REFUSE), 50),
-    "401": (Fault(FaultKind.UNAUTHORIZED), 1),
-    "close": (Fault(FaultKind.CLOSE, after_ms=1200), 1),
-    "stall": (Fault(FaultKind.STALL, after_ms=1200), 1),
+    # name: (fault, connections it hits, error class of the call's end, words in its error)
+    "refuse": (Fault(FaultKind.REFUSE), 50, "UpstreamRefused", "connection lost"),
+    "401": (Fault(FaultKind.UNAUTHORIZED), 1, "UpstreamAuthFailed", "HTTP 401"),
+    "403": (Fault(FaultKind.FORBIDDEN), 1, "UpstreamAuthFailed", "HTTP 403"),
+    "close": (Fault(FaultKind.CLOSE, after_ms=1200), 1, "UpstreamClosed", "code 1011"),
+    # 1013 is "try again later", the code a server sheds load with; 1008 a policy refusal.
+    "close_1013": (Fault(FaultKind.CLOSE, after_ms=1200, close_code=1013), 1, "UpstreamClosed",
+                   "code 1013"),
+    "close_1008": (Fault(FaultKind.CLOSE, after_ms=1200, close_code=1008), 1, "UpstreamClosed",
+                   "code 1008"),
+    "stall": (Fault(FaultKind.STALL, after_ms=1200), 1, "UpstreamStalled", "no pong"),
+    "huge": (Fault(FaultKind.HUGE, after_ms=1200, size=upstream.MAX_MESSAGE + 1), 1,
+             "UpstreamBadEvent", "message over 16777216 bytes"),
 }
 
 
+def failed_ends(records: list[logging.LogRecord]) -> list[dict[str, Any]]:
+    return [log_fields(r) for r in records
+            if r.getMessage() == "call_ended" and log_fields(r)["reason"] == "upstream_failed"]
+
+
 @pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_an_upstream_fault_hangs_up_that_call_only(fault: str) -> None:
+def test_an_upstream_fault_hangs_up_that_call_only(
+    fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    injected, count, error_class, words = FAULTS[fault]
+    errors_before = metric("voice_engine_upstream_errors_total", error=error_class)
+
     async def main() -> None:
         limits = WorkerLimits(connect_deadline=1.0, ping_interval=0.2, ping_timeout=0.3)
         async with node(limits=limits) as n:
             signal = speech(8000, 0.6) + quiet(8000, 2.4)
             first = asyncio.create_task(n.call(pcm=signal, kind=0x10))
             await asyncio.sleep(0.2)
-            injected, count = FAULTS[fault]
             n.sim.queue_fault(injected, count)
             broken = await n.call(pcm=signal, kind=0x10)
             assert broken.hangup == caller.ENGINE_HANGUP
@@ -417,7 +437,70 @@ def test_an_upstream_fault_hangs_up_that_call_only(fault: str) -> None:
                 assert abs(peak - TONE_HZ) < 5 and snr > 60
             assert ended(n.worker) == {"caller_hangup": 2, "upstream_failed": 1}
 
-    run(main())
+    with caplog.at_level(logging.INFO, logger="engine"):
+        run(main())
+    (end,) = failed_ends(caplog.records)
+    assert end["error_class"] == error_class and words in end["error"], end
+    assert metric("voice_engine_upstream_errors_total", error=error_class) == errors_before + 1
+
+
+MESSAGE_FAULTS = {
+    # name: (fault, the call's end-line field that counts it, the metric's cause)
+    "garbage": (Fault(FaultKind.GARBAGE, after_ms=300), "bad_events", "undecodable"),
+    "error": (Fault(FaultKind.ERROR, after_ms=300), "server_errors", "error_event"),
+    "unknown": (Fault(FaultKind.UNKNOWN, after_ms=300), None, None),
+    "huge_but_allowed": (Fault(FaultKind.HUGE, after_ms=300, size=4 * 1024 * 1024), None, None),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(MESSAGE_FAULTS))
+def test_an_event_the_call_can_live_with_is_dropped_or_logged_and_the_call_goes_on(
+    fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Policy: an undecodable message is dropped, an ``error`` event logged, an unknown or
+    large event ignored; the call goes on (a server that cannot go on closes)."""
+    injected, field, cause = MESSAGE_FAULTS[fault]
+    before = metric("voice_engine_upstream_bad_events_total", cause=cause) if cause else 0.0
+
+    async def main() -> None:
+        async with node() as n:
+            signal = speech(8000, 0.6) + quiet(8000, 2.4)
+            n.sim.queue_fault(injected)
+            report = await n.call(pcm=signal, kind=0x10)
+            assert report.hangup == caller.CALLER_FINISHED
+            assert abs(report.frames_received - report.frames_sent) <= 3
+            peak, snr = tone_quality(report.received_pcm, 8000, TONE_HZ)
+            assert abs(peak - TONE_HZ) < 5 and snr > 60
+            assert n.sim.sessions[0].report.injected == [injected.kind.value]
+            assert_clean(n.sim)
+
+    with caplog.at_level(logging.INFO, logger="engine"):
+        run(main())
+    (end,) = [log_fields(r) for r in caplog.records if r.getMessage() == "call_ended"]
+    assert end["reason"] == "caller_hangup"
+    if field is None:
+        assert end["bad_events"] == end["server_errors"] == 0
+        return
+    assert end[field] == 1
+    name = {"bad_events": "upstream_bad_event", "server_errors": "upstream_error_event"}[field]
+    (line,) = [log_fields(r) for r in caplog.records if r.getMessage() == name]
+    assert line["call"] == end["call"]
+    assert metric("voice_engine_upstream_bad_events_total", cause=cause) == before + 1
+
+
+def test_an_upstream_host_that_does_not_resolve_hangs_up_cleanly_and_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        async with node(upstream_url="ws://no-such-host.invalid:9/v1/realtime") as n:
+            report = await n.call(pcm=quiet(8000, 1.0), kind=0x10)
+            assert report.hangup == caller.ENGINE_HANGUP
+            assert ended(n.worker) == {"upstream_failed": 1}
+
+    with caplog.at_level(logging.INFO, logger="engine"):
+        run(main())
+    (end,) = failed_ends(caplog.records)
+    assert end["error_class"] == "UpstreamUnresolved" and "no-such-host.invalid" in end["error"]
 
 
 def test_a_call_over_tls_carries_audio_both_ways(tmp_path: Path) -> None:

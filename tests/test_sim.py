@@ -488,6 +488,56 @@ def test_function_call_script_then_audio(trigger: str) -> None:
 # -- faults and auth --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("text", "fault"), [
+    ("403", Fault(FaultKind.FORBIDDEN)),
+    ("close:250", Fault(FaultKind.CLOSE, after_ms=250)),
+    ("close:250:1013", Fault(FaultKind.CLOSE, after_ms=250, close_code=1013)),
+    ("garbage:10", Fault(FaultKind.GARBAGE, after_ms=10)),
+    ("unknown", Fault(FaultKind.UNKNOWN)),
+    ("huge:5:1000", Fault(FaultKind.HUGE, after_ms=5, size=1000)),
+    ("error:40", Fault(FaultKind.ERROR, after_ms=40)),
+])
+def test_fault_texts(text: str, fault: Fault) -> None:
+    assert parse_fault(text) == fault
+
+
+@pytest.mark.parametrize("text", [
+    "401:3", "close:1:999", "close:1:1015", "stall:1:2", "huge:x", "error:", "flood",
+])
+def test_fault_texts_that_are_refused(text: str) -> None:
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fault"):
+        parse_fault(text)
+
+
+def test_message_faults_are_sent_as_the_server_would() -> None:
+    async def body() -> None:
+        sim = await started(SimConfig())
+        for text in ("garbage", "unknown", "huge:0:100000", "error"):
+            sim.queue_fault(parse_fault(text))
+            ws, c = await open_client(sim)
+            async with ws:
+                assert (await c.recv())["type"] == "session.created"
+                raw = await asyncio.wait_for(ws.recv(), 3)
+                if text == "garbage":
+                    with pytest.raises(orjson.JSONDecodeError):
+                        orjson.loads(raw)
+                    continue
+                event = orjson.loads(raw)
+                if text == "error":
+                    assert SERVER_CHECK["ga"].problem(event) is None
+                    assert event["error"]["type"] == "server_error"
+                else:
+                    assert event["type"] == "conversation.future_event"
+                    assert text != "huge:0:100000" or len(raw) == 100000
+        await sim.stop()
+        assert [s.report.injected for s in sim.sessions] == [
+            ["garbage"], ["unknown"], ["huge"], ["error"]]
+
+    run(body)
+
+
 def test_handshake_faults_and_auth() -> None:
     async def body() -> None:
         sim = await started(SimConfig(api_key="sk-test-secret"))
@@ -500,6 +550,10 @@ def test_handshake_faults_and_auth() -> None:
             await open_client(sim, headers={"Authorization": "Bearer sk-test-secret"})
         assert limited.value.response.status_code == 429
         assert limited.value.response.headers["Retry-After"] == "7"
+        sim.queue_fault(parse_fault("403"))
+        with pytest.raises(InvalidStatus) as forbidden:
+            await open_client(sim, headers={"Authorization": "Bearer sk-test-secret"})
+        assert forbidden.value.response.status_code == 403
         sim.queue_fault(parse_fault("401"))
         with pytest.raises(InvalidStatus) as unauthorized:
             await open_client(sim, headers={"Authorization": "Bearer sk-test-secret"})
@@ -513,7 +567,7 @@ def test_handshake_faults_and_auth() -> None:
             async with ws:
                 assert (await c.recv())["type"] == "session.created"
         await sim.stop()
-        assert sim.handshakes == {"refused": 1, "429": 1, "401": 2, "accepted": 2}
+        assert sim.handshakes == {"refused": 1, "429": 1, "403": 1, "401": 2, "accepted": 2}
         assert "sk-test-secret" not in repr(sim.config)
 
     run(body)

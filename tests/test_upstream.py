@@ -21,6 +21,7 @@ from engine.errors import (
     UpstreamRateLimited,
     UpstreamRefused,
     UpstreamStalled,
+    UpstreamUnresolved,
 )
 from engine.realtime import Dialect
 
@@ -192,6 +193,20 @@ def test_refused_port_is_retried_until_the_deadline() -> None:
         with pytest.raises(UpstreamRefused):
             await upstream.connect(endpoint(f"ws://127.0.0.1:{port}/"), Listener(), deadline=0.6)
         assert 0.1 <= loop.time() - started <= 0.7  # retried, never past the deadline
+
+    run(main())
+
+
+@pytest.mark.parametrize("host", ["no-such-host.invalid", "bad..name"])
+def test_a_host_that_does_not_resolve_is_named_and_not_retried(host: str) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(UpstreamUnresolved) as info:
+            await upstream.connect(endpoint(f"ws://{host}:9/"), Listener(), deadline=3.0)
+        assert info.value.host == host and host in str(info.value)
+        # A resolver that cannot be reached says "try again": retried until the deadline.
+        assert info.value.temporary or loop.time() - started < 1.0
 
     run(main())
 

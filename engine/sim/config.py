@@ -20,6 +20,7 @@ __all__ = [
     "Signal",
     "ToolScript",
     "ValidationMode",
+    "SESSION_FAULTS",
     "parse_fault",
 ]
 
@@ -51,44 +52,71 @@ class FaultKind(enum.Enum):
 
     REFUSE = "refuse"  # drop the TCP connection before answering the handshake
     UNAUTHORIZED = "401"
+    FORBIDDEN = "403"
     RATE_LIMITED = "429"
-    CLOSE = "close"  # close with code 1011 after ``after_ms``
+    CLOSE = "close"  # close with ``close_code`` (1011 unless given) after ``after_ms``
     STALL = "stall"  # stop reading and sending after ``after_ms``, without closing
+    GARBAGE = "garbage"  # a text message that is not JSON, after ``after_ms``
+    UNKNOWN = "unknown"  # an event of a type no client knows, after ``after_ms``
+    HUGE = "huge"  # an unknown event of ``size`` bytes, after ``after_ms``
+    ERROR = "error"  # an ``error`` event (a server error), after ``after_ms``
+
+
+SESSION_FAULTS = frozenset({
+    FaultKind.CLOSE, FaultKind.STALL, FaultKind.GARBAGE, FaultKind.UNKNOWN, FaultKind.HUGE,
+    FaultKind.ERROR,
+})
+"""Faults applied once a session is open (the others answer the handshake)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """One injected failure; ``after_ms`` applies to CLOSE and STALL, ``retry_after`` to 429."""
+    """One injected failure: ``after_ms`` applies to the session faults, ``retry_after`` to
+    429, ``close_code`` to CLOSE and ``size`` (bytes of the message) to HUGE."""
 
     kind: FaultKind
     after_ms: int = 0
     retry_after: float = 1.0
     close_code: int = 1011
+    size: int = 4 * 1024 * 1024
+
+
+_FAULT_USAGE = ("refuse, 401, 403, 429[:SECONDS], close:MS[:CODE], stall:MS, garbage:MS, "
+                "unknown:MS, huge:MS[:BYTES] or error:MS")
 
 
 def parse_fault(text: str) -> Fault:
-    """Parses ``refuse``, ``401``, ``429[:SECONDS]``, ``close:MS`` or ``stall:MS``.
+    """Parses one fault: ``refuse``, ``401``, ``403``, ``429[:SECONDS]``, ``close:MS[:CODE]``,
+    ``stall:MS``, ``garbage:MS``, ``unknown:MS``, ``huge:MS[:BYTES]`` or ``error:MS``.
 
     Raises:
         ConfigError: the text is none of these.
     """
-    name, _, arg = text.strip().lower().partition(":")
+    name, *args = text.strip().lower().split(":")
     try:
         kind = FaultKind(name)
     except ValueError:
-        raise ConfigError(
-            f"unknown fault {text!r}: use refuse, 401, 429[:SECONDS], close:MS or stall:MS"
-        ) from None
+        raise ConfigError(f"unknown fault {text!r}: use {_FAULT_USAGE}") from None
+    takes = 1 if kind is FaultKind.RATE_LIMITED else 2 if kind in (
+        FaultKind.CLOSE, FaultKind.HUGE) else 1 if kind in SESSION_FAULTS else 0
+    if len(args) > takes or any(not a for a in args):
+        raise ConfigError(f"fault {text!r}: use {_FAULT_USAGE}")
     try:
         if kind is FaultKind.RATE_LIMITED:
-            return Fault(kind, retry_after=float(arg) if arg else 1.0)
-        if kind in (FaultKind.CLOSE, FaultKind.STALL):
-            return Fault(kind, after_ms=int(arg) if arg else 0)
+            return Fault(kind, retry_after=float(args[0]) if args else 1.0)
+        numbers = [int(a) for a in args]
     except ValueError:
-        raise ConfigError(f"fault {text!r}: {arg!r} is not a number") from None
-    if arg:
-        raise ConfigError(f"fault {name!r} takes no argument (got {arg!r})")
-    return Fault(kind)
+        raise ConfigError(f"fault {text!r}: {':'.join(args)!r} is not a number") from None
+    if kind not in SESSION_FAULTS:
+        return Fault(kind)
+    after = numbers[0] if numbers else 0
+    if kind is FaultKind.CLOSE and len(numbers) == 2:
+        if not (numbers[1] == 1000 or 1001 <= numbers[1] <= 1014 or 3000 <= numbers[1] <= 4999):
+            raise ConfigError(f"fault {text!r}: {numbers[1]} is not a close code a server sends")
+        return Fault(kind, after_ms=after, close_code=numbers[1])
+    if kind is FaultKind.HUGE and len(numbers) == 2:
+        return Fault(kind, after_ms=after, size=numbers[1])
+    return Fault(kind, after_ms=after)
 
 
 @dataclass(frozen=True, slots=True)

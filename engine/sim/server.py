@@ -30,7 +30,14 @@ from websockets.server import ServerProtocol
 
 from engine import logs
 from engine._impl import wsframe
-from engine.sim.config import Dialect, Fault, FaultKind, SimConfig, ValidationMode
+from engine.sim.config import (
+    SESSION_FAULTS,
+    Dialect,
+    Fault,
+    FaultKind,
+    SimConfig,
+    ValidationMode,
+)
 from engine.sim.session import (
     Response as SimResponse,
 )
@@ -47,7 +54,6 @@ __all__ = ["LiveSession", "SimObserver", "Simulator"]
 
 log = logging.getLogger("engine.sim")
 
-_SESSION_FAULTS = (FaultKind.CLOSE, FaultKind.STALL)
 MAX_MESSAGE = 2**24
 _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 CLOSE_TIMEOUT = 1.0
@@ -111,7 +117,7 @@ class LiveSession(asyncio.Protocol):
         self._fragments: list[bytes] | None = None
         self._reader: Any = None  # a wsframe.FrameReader once the session is open
         self._close_timer: asyncio.TimerHandle | None = None
-        self.faults: list[Fault] = []  # CLOSE and STALL, applied once the session is open
+        self.faults: list[Fault] = []  # the session faults, applied once it is open
 
     @property
     def report(self) -> SessionReport:
@@ -209,14 +215,21 @@ class LiveSession(asyncio.Protocol):
             self.transport.abort()
 
     def apply(self, fault: Fault) -> None:
-        """Schedules a CLOSE or STALL fault ``fault.after_ms`` from now."""
+        """Schedules a session fault ``fault.after_ms`` from now."""
         loop = asyncio.get_running_loop()
+        delay = fault.after_ms / 1000
         if fault.kind is FaultKind.STALL:
-            self._timers.append(loop.call_later(fault.after_ms / 1000, self.stall))
+            self._timers.append(loop.call_later(delay, self.stall))
         elif fault.kind is FaultKind.CLOSE:
-            self._timers.append(
-                loop.call_later(fault.after_ms / 1000, self._spawn_close, fault.close_code)
-            )
+            self._timers.append(loop.call_later(delay, self._spawn_close, fault.close_code))
+        else:
+            self._timers.append(loop.call_later(delay, self._inject, fault))
+
+    def _inject(self, fault: Fault) -> None:
+        """Sends the message a GARBAGE, UNKNOWN, HUGE or ERROR fault stands for."""
+        self.report.injected.append(fault.kind.value)
+        logs.event(log, "sim_fault_injected", session=self.core.id, fault=fault.kind.value)
+        self._send(fault_message(fault))
 
     def _expire(self) -> None:
         """The session reached its time limit: closed, as the real API does, without a
@@ -363,6 +376,25 @@ class LiveSession(asyncio.Protocol):
             task.cancel()
 
 
+def fault_message(fault: Fault) -> bytes:
+    """The text message of a message fault, as the server would put it on the wire."""
+    if fault.kind is FaultKind.GARBAGE:
+        return b'{"type": "response.output_audio.delta", "delta": "AAAA'
+    if fault.kind is FaultKind.ERROR:
+        return orjson.dumps({
+            "type": "error", "event_id": "event_" + secrets.token_hex(8),
+            "error": {"type": "server_error", "code": "server_error", "param": None,
+                      "message": "The server had an error while processing your request "
+                                 "(simulated).", "event_id": None},
+        })
+    head = b'{"type": "conversation.future_event", "event_id": "event_' + (
+        secrets.token_hex(8).encode() + b'", "padding": "')
+    tail = b'"}'
+    if fault.kind is FaultKind.UNKNOWN:
+        return head + tail
+    return head + b"x" * max(0, fault.size - len(head) - len(tail)) + tail
+
+
 class Simulator:
     """A local OpenAI Realtime server for tests and benchmarks.
 
@@ -478,6 +510,11 @@ class Simulator:
                                       "requests")
             response.headers["Retry-After"] = f"{kinds[FaultKind.RATE_LIMITED].retry_after:g}"
             return response
+        if FaultKind.FORBIDDEN in kinds:
+            self.handshakes["403"] += 1
+            return _json_response(protocol, http.HTTPStatus.FORBIDDEN,
+                                  "You are not allowed to use this model (simulated).",
+                                  "model_not_found", "invalid_request_error")
         if FaultKind.UNAUTHORIZED in kinds or not self._authorized(request.headers):
             self.handshakes["401"] += 1
             logs.event(log, "sim_unauthorized", path=urllib.parse.urlsplit(request.path).path)
@@ -485,7 +522,7 @@ class Simulator:
                                   "Incorrect API key provided.", "invalid_api_key",
                                   "invalid_request_error")
         self.handshakes["accepted"] += 1
-        live.faults = [f for f in faults if f.kind in _SESSION_FAULTS]
+        live.faults = [f for f in faults if f.kind in SESSION_FAULTS]
         return None
 
     def _authorized(self, headers: Headers) -> bool:

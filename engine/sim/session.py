@@ -72,6 +72,7 @@ class SessionReport:
     responses: int = 0
     function_calls: int = 0
     usage: list[dict[str, Any]] = field(default_factory=list)  # each response.done's
+    injected: list[str] = field(default_factory=list)  # message faults sent, by kind
     out_of_band: int = 0  # text responses outside the conversation (summaries)
     closed: str | None = None
     client_request_id: str | None = None  # the X-Client-Request-Id header, if any
