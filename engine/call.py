@@ -95,6 +95,7 @@ class EndReason(enum.Enum):
     CALLER_STALLED = "caller_stalled"
     OVER_CAPACITY = "over_capacity"
     OVERLOADED = "overloaded"
+    FD_LIMIT = "fd_limit"
     SOURCE_CAP = "source_cap"
     DRAINING = "draining"
     NOT_ALLOWED = "not_allowed"
@@ -105,7 +106,7 @@ class EndReason(enum.Enum):
 
 
 REFUSALS = frozenset({EndReason.OVER_CAPACITY, EndReason.SOURCE_CAP, EndReason.DRAINING,
-                      EndReason.OVERLOADED})
+                      EndReason.OVERLOADED, EndReason.FD_LIMIT})
 """Reasons a call is refused before it starts: a clean hangup, so the dialplan falls back."""
 
 
@@ -619,8 +620,9 @@ class Call:
         self._end(EndReason.SHUTDOWN, hangup=self.uuid is not None)
 
     def refuse(self, reason: EndReason = EndReason.OVER_CAPACITY) -> None:
-        """The node is full, the source over its cap, the worker's loop lagging, or the node
-        draining: a clean hangup before anything starts, so the dialplan can fall back."""
+        """The node is full, the source over its cap, the worker's loop lagging or short of
+        file descriptors, or the node draining: a clean hangup before anything starts, so the
+        dialplan can fall back."""
         if reason not in REFUSALS:
             raise ValueError(f"{reason.value} is not a refusal")
         self._end(reason)

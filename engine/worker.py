@@ -9,15 +9,18 @@ that has media. Nothing here runs per message but a method call or two and a wri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
+import os
+import resource
 import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-from engine import logs, upstream
+from engine import fdlimit, logs, upstream
 from engine.agent.agentfile import AgentFile, default_agent
 from engine.agent.callagent import CallAgent
 from engine.agent.runner import ToolRunner
@@ -55,6 +58,7 @@ from engine.records.writer import RecordWriter
 __all__ = ["LINGER_S", "CallConnection", "Counts", "LocalCounts", "Worker", "WorkerLimits"]
 
 LINGER_S = 2.0
+FD_LOG_S = 10.0
 RECORDING_TAKE_S = 0.5
 HANDOVER_POLL_S = 0.1
 LAG_PROBE_S = 0.1
@@ -202,12 +206,16 @@ class CallConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         host = self._host = str(peer[0]) if peer else ""
         self.call.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        crowded = worker.crowded
         worker.connections.add(self)
         self.call.recording = worker.recorder is not None
         METRICS.active_calls.inc()
         self._later(worker.limits.handshake_timeout, self.call.handshake_timeout)
         policy = worker.policy
-        if not host:
+        if crowded:
+            worker.fd_limit_reached()
+            self.call.refuse(EndReason.FD_LIMIT)
+        elif not host:
             self.call.reject(EndReason.NOT_ALLOWED, SourceNotAllowed(host))
         elif policy is not None and policy.is_trusted_proxy(host):
             self._proxy = ProxyParser()
@@ -574,7 +582,13 @@ class CallConnection(asyncio.Protocol):
             self.upstream = None
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            if action.hangup and transport.can_write_eof():
+            if action.hangup and worker.crowded:
+                # Short of descriptors, nothing lingers: what the caller sent so far is read
+                # first, so that the close is a FIN and not a reset overtaking the hangup.
+                _drain(transport)
+                transport.write(action.hangup)
+                transport.close()
+            elif action.hangup and transport.can_write_eof():
                 # Half-close and let the caller close: closing with its bytes unread would
                 # send a reset, which can reach Asterisk before the hangup it must read.
                 transport.write(action.hangup)
@@ -589,6 +603,20 @@ class CallConnection(asyncio.Protocol):
             self._source = None
         METRICS.active_calls.dec()
         worker.call_ended(self, action)
+
+
+def _drain(transport: asyncio.Transport, limit: int = 1 << 16) -> None:
+    """Reads and drops what is waiting in the socket's receive buffer (at most ``limit``)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        fd = sock.fileno()
+        while limit > 0:
+            data = os.read(fd, min(limit, 1 << 14))
+            if not data:
+                return
+            limit -= len(data)
 
 
 def _utc(moment: float) -> dt.datetime:
@@ -661,6 +689,9 @@ class Worker:
         self.lingering: dict[asyncio.Transport, asyncio.TimerHandle] = {}
         self._idle: asyncio.Event | None = None
         self._clock_seen = (0, 0)
+        self.max_connections = 1 << 30  # set from the descriptor limit by start()
+        self._fd_logged = -FD_LOG_S
+        self._fd_refused = 0
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Binds the AudioSocket listener (and one per agent profile's port) and starts the
@@ -684,8 +715,22 @@ class Worker:
                        profile=self.agents.profile_for_port(bound).name,
                        dialect=self.settings.dialect.value,
                        upstream_format=self.settings.upstream_format)
+        self._fd_budget()
         first: int = self._servers[0].sockets[0].getsockname()[1]
         return first
+
+    def _fd_budget(self) -> None:
+        """How many connections the descriptor limit leaves room for; a limit too low for
+        MAX_CONCURRENT_CALLS is said at start, not found out at the busiest hour."""
+        per_call = fdlimit.FDS_PER_CALL + (1 if self.recorder is not None else 0)
+        self.max_connections = fdlimit.connection_budget(per_call)
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if self.max_connections < self.limits.max_calls:
+            logs.event(log, "fd_limit_low", logging.WARNING, nofile=nofile,
+                       max_connections=self.max_connections,
+                       max_concurrent_calls=self.limits.max_calls,
+                       hint="raise LimitNOFILE (or ulimit -n): each call needs "
+                            f"{per_call} descriptors")
 
     async def stop(self, grace: float = 0.0) -> None:
         """Stops accepting, lets calls run up to ``grace`` seconds, then hangs up the rest."""
@@ -748,6 +793,24 @@ class Worker:
         ``LINGER_S`` (its bytes meanwhile are read and dropped)."""
         self.lingering[transport] = asyncio.get_running_loop().call_later(
             LINGER_S, self._unlinger, transport)
+
+    @property
+    def crowded(self) -> bool:
+        """The connections held (lingering ones too) have used the descriptors this worker
+        may spend on them: new callers are refused while the reserve is still free."""
+        return len(self.connections) + len(self.lingering) >= self.max_connections
+
+    def fd_limit_reached(self) -> None:
+        """Logs, at most every ``FD_LOG_S``, that callers are refused for descriptors."""
+        now = time.monotonic()
+        self._fd_refused += 1
+        if now - self._fd_logged >= FD_LOG_S:
+            logs.event(log, "fd_limit_reached", logging.WARNING,
+                       max_connections=self.max_connections, connections=len(self.connections),
+                       lingering=len(self.lingering), refused=self._fd_refused,
+                       nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+            self._fd_logged = now
+            self._fd_refused = 0
 
     def _unlinger(self, transport: asyncio.Transport) -> None:
         self.lingering.pop(transport, None)

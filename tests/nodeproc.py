@@ -34,7 +34,8 @@ class NodeProcess:
     """``voice-engine run --simulator`` with ``env`` on top of quiet defaults."""
 
     def __init__(self, tmp: Path, *, workers: int = 2, port: int | None = None,
-                 name: str = "node", simulator: bool = True, **env: str) -> None:
+                 name: str = "node", simulator: bool = True, nofile: int | None = None,
+                 **env: str) -> None:
         self.log_path = tmp / f"{name}.log"
         self.port = port if port is not None else free_port()
         base = {k: v for k, v in os.environ.items() if k not in CONFIG_NAMES}
@@ -43,8 +44,11 @@ class NodeProcess:
                      "PYTHONPATH": str(ROOT)})
         base.update(env)
         self._log = self.log_path.open("wb")
+        # util-linux's prlimit sets the descriptor limit the way systemd's LimitNOFILE does.
+        limit = ["prlimit", f"--nofile={nofile}:{nofile}", "--"] if nofile else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine", "run", *(["--simulator"] if simulator else [])],
+            [*limit, sys.executable, "-m", "engine", "run",
+             *(["--simulator"] if simulator else [])],
             cwd=tmp, env=base,
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
         )

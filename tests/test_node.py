@@ -408,3 +408,62 @@ def test_a_profile_listens_on_its_own_port_with_its_own_agent(tmp: Path) -> None
             node.close()
 
     run(main())
+
+
+async def flood(port: int, count: int) -> list[tuple[socket.socket, asyncio.Future[bytes]]]:
+    """``count`` connections that send nothing; each with what it reads until closed."""
+    loop = asyncio.get_running_loop()
+    held = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setblocking(False)
+        await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), 5)
+
+        async def read_all(sock: socket.socket = sock) -> bytes:
+            data = b""
+            while chunk := await loop.sock_recv(sock, 64):
+                data += chunk
+            return data
+
+        held.append((sock, asyncio.ensure_future(read_all())))
+    return held
+
+
+def test_idle_connections_past_the_descriptor_limit_are_refused_cleanly(tmp: Path) -> None:
+    """Thousands of idle connections against a worker whose LimitNOFILE leaves room for
+    about fifty: it keeps a reserve, refuses the rest with a clean hangup and says why once,
+    the call it carries keeps its pacing, and it takes calls again once the crowd is gone."""
+    async def main() -> None:
+        node = await NodeProcess(tmp, workers=1, nofile=256, HANDSHAKE_TIMEOUT_MS="4000",
+                                 RECORDS_URL="").ready()
+        try:
+            budget = (await node.wait_event("fd_limit_low"))[0]["max_connections"]
+            assert 40 <= budget <= 70
+            good = asyncio.ensure_future(place(node.port, 6.0))
+            await asyncio.sleep(0.5)
+            crowd = await flood(node.port, 2000)
+            await asyncio.sleep(1.0)
+            refused = sum(read.done() for _, read in crowd)
+            held = len(crowd) - refused
+            assert held <= budget and refused >= len(crowd) - budget, (held, refused)
+            assert all(read.result() == b"\x00\x00\x00" for _, read in crowd if read.done())
+            report = await good
+            assert report.hangup == caller.CALLER_FINISHED
+            assert abs(report.frames_received - report.frames_sent) <= 3
+            assert report.burst_pacing.p99_ms < 15
+            # The held ones time out (no UUID); then the worker takes calls again.
+            await asyncio.wait_for(asyncio.gather(*(read for _, read in crowd)), 10)
+            for sock, _ in crowd:
+                sock.close()
+            await asyncio.sleep(0.5)
+            assert (await place(node.port, 1.0)).hangup == caller.CALLER_FINISHED
+            lines = node.events("fd_limit_reached")
+            assert 1 <= len(lines) <= 2 and lines[0]["nofile"] == 256
+            await node.wait_event("call_ended", reason="caller_hangup", count=2)
+            ends = [e["reason"] for e in node.events("call_ended")]
+            assert ends.count("fd_limit") == refused and ends.count("handshake_timeout") == held
+            assert "Too many open files" not in node.text()
+        finally:
+            node.close()
+
+    run(main())

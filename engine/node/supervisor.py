@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from engine import __version__, logs
+from engine import __version__, fdlimit, logs
 from engine.config import Config, environment
 from engine.errors import (
     AddressInUse,
@@ -196,6 +196,8 @@ class Supervisor:
         self._env = environment(None, self.env_file)
         agents = self._agents = load_agents(config, self._env)
         logs.event(log, "agent", file=config.agent_file, summary=agents.describe())
+        nofile, hard = fdlimit.raise_soft_limit()  # the workers inherit it
+        logs.event(log, "fd_limit", nofile=nofile, hard=hard)
         self._own_address()
         for port in agents.listen_ports:
             self._probe(config.listen_host, port)
