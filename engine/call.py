@@ -93,6 +93,7 @@ class EndReason(enum.Enum):
     HANDSHAKE_TIMEOUT = "handshake_timeout"
     PROTOCOL_VIOLATION = "protocol_violation"
     CALLER_STALLED = "caller_stalled"
+    CALLER_SILENT = "caller_silent"
     OVER_CAPACITY = "over_capacity"
     OVERLOADED = "overloaded"
     FD_LIMIT = "fd_limit"
@@ -636,6 +637,16 @@ class Call:
         """A bug of ours broke this call's media (the clock could not serve it): hang up
         cleanly rather than hold a silent call."""
         self._end(EndReason.INTERNAL_ERROR, error=ClockFailed(error))
+
+    def caller_silent(self) -> None:
+        """The caller sent nothing for the silence limit: a host gone without closing, or a
+        peer holding the connection open. Hung up cleanly, in case anyone still reads."""
+        self._end(EndReason.CALLER_SILENT)
+
+    @property
+    def caller_frames(self) -> int:
+        """Audio messages the caller has sent so far."""
+        return self._uplink.frames if self._uplink is not None else 0
 
     def caller_stalled(self) -> None:
         """The caller stopped reading: its send buffer is over the bound."""

@@ -176,6 +176,8 @@ FIELDS: tuple[Setting, ...] = (
     Setting("SESSION_HANDOVER_SECONDS", _ranged(int, 0, 86_400), "a long call moves to a "
             "fresh Realtime session after this long, at a pause; 0 is 3300 on GA, 1680 on beta"),
     Setting("HANDSHAKE_TIMEOUT_MS", _ranged(int, 100, 60_000), "UUID deadline in ms"),
+    Setting("CALLER_SILENCE_SECONDS", _ranged(int, 0, 86_400), "a call whose caller sends "
+            "nothing for this long is ended (Asterisk sends every 20 ms); 0 never"),
     Setting("AGENT_FILE", _optional, "agent file (TOML): instructions, tools, per-port profiles, "
             "A/B variants", aliases=("--agent",)),
     Setting("AMI_HOST", _text, "Asterisk manager host, for transfers and caller details"),
@@ -233,6 +235,7 @@ class Config:
     max_output_tokens: int = 4096
     max_call_seconds: int = 600
     handshake_timeout_ms: int = 2000
+    caller_silence_seconds: int = 60
     session_handover_seconds: int = 0
     agent_file: str | None = None
     ami_host: str = "127.0.0.1"

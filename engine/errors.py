@@ -155,7 +155,7 @@ class PeerProtocolError(EngineError):
 class UnknownKind(PeerProtocolError):
     def __init__(self, kind: int) -> None:
         self.kind = kind
-        super().__init__(f"unknown AudioSocket message kind 0x{kind:02x}")
+        super().__init__(f"unknown AudioSocket message kind 0x{kind:02x}{_first_byte_hint(kind)}")
 
 
 class BadAudioLength(PeerProtocolError):
@@ -177,9 +177,22 @@ class FrameTooLarge(PeerProtocolError):
 
 
 class FirstMessageNotUuid(PeerProtocolError):
+    """The first byte says what connected, often enough to name it in the log."""
+
     def __init__(self, kind: int) -> None:
         self.kind = kind
-        super().__init__(f"first AudioSocket message must be a UUID (0x01), got kind 0x{kind:02x}")
+        super().__init__(f"first AudioSocket message must be a UUID (0x01), got kind "
+                         f"0x{kind:02x}{_first_byte_hint(kind)}")
+
+
+def _first_byte_hint(kind: int) -> str:
+    if kind == 0x16:
+        return (" (a TLS handshake: AudioSocket is plain TCP; is a TLS client or a TLS health "
+                "check pointed at this port?)")
+    if chr(kind) in "CDGHOPT":  # the first letters of the HTTP methods
+        return (f" ({chr(kind)!r}: text, likely an HTTP request; is a web client or an HTTP "
+                "health check pointed at the AudioSocket port instead of HEALTH_PORT?)")
+    return ""
 
 
 class DuplicateUuid(PeerProtocolError):

@@ -58,6 +58,7 @@ from engine.records.writer import RecordWriter
 __all__ = ["LINGER_S", "CallConnection", "Counts", "LocalCounts", "Worker", "WorkerLimits"]
 
 LINGER_S = 2.0
+CALLER_SNDBUF = 32 * 1024  # the kernel doubles it: about 1.4 s of 24 kHz audio
 FD_LOG_S = 10.0
 RECORDING_TAKE_S = 0.5
 HANDOVER_POLL_S = 0.1
@@ -114,6 +115,7 @@ class WorkerLimits:
     """Per-call deadlines and bounds (seconds and bytes)."""
 
     handshake_timeout: float = 2.0
+    caller_silence: float = 60.0  # seconds; 0 never ends a call for it
     max_call_seconds: float = 600.0
     wrapup_seconds: float = 20.0
     max_calls: int = 1000
@@ -132,6 +134,7 @@ class WorkerLimits:
     def from_config(cls, config: Config) -> WorkerLimits:
         return cls(
             handshake_timeout=config.handshake_timeout_ms / 1000,
+            caller_silence=float(config.caller_silence_seconds),
             max_call_seconds=float(config.max_call_seconds),
             max_calls=config.max_concurrent_calls,
             max_calls_per_source=config.max_calls_per_source,
@@ -186,6 +189,8 @@ class CallConnection(asyncio.Protocol):
         self._handover_poll: asyncio.TimerHandle | None = None
         self._summary_asked: float | None = None
         self._session_opened = 0.0
+        self._reads = 0  # the transport's deliveries (the clock's reads count as frames)
+        self._heard = (0, 0.0)  # (reads + caller frames, when that last changed)
 
     # -- caller transport ----------------------------------------------------------------
 
@@ -199,6 +204,9 @@ class CallConnection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # A fixed kernel send buffer: a caller that stops reading is found within seconds,
+            # and holds at most this much kernel memory, not the megabytes autotuning allows.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CALLER_SNDBUF)
         if sock is not None and worker.direct_writes:
             self._fd = sock.fileno()
         local = transport.get_extra_info("sockname")
@@ -224,6 +232,7 @@ class CallConnection(asyncio.Protocol):
         self._act()
 
     def data_received(self, data: bytes) -> None:
+        self._reads += 1
         if self._proxy is not None:
             data = self._proxy_data(data)
             if not data:
@@ -303,6 +312,15 @@ class CallConnection(asyncio.Protocol):
             timer = self.worker.lingering.pop(self.transport, None)
             if timer is not None:
                 timer.cancel()
+
+    def check_heard(self, now: float, limit: float) -> None:
+        """Ends the call if the caller has sent nothing for ``limit`` seconds."""
+        heard = self._reads + self.call.caller_frames
+        if heard != self._heard[0] or not self._heard[1]:
+            self._heard = (heard, now)
+        elif now - self._heard[1] >= limit and self.call.end_reason is None:
+            self.call.caller_silent()
+            self._act()
 
     def pause_writing(self) -> None:
         """The caller has not read ``caller_send_buffer`` bytes: it is stalled; end the call."""
@@ -594,6 +612,9 @@ class CallConnection(asyncio.Protocol):
                 transport.write(action.hangup)
                 transport.write_eof()
                 worker.linger(transport)
+            elif action.reason is EndReason.CALLER_STALLED:
+                # It does not read: a close would wait for the buffer to drain, for ever.
+                transport.abort()
             else:
                 transport.write(action.hangup)
                 transport.close()
@@ -662,6 +683,7 @@ class Worker:
         self.recording: set[CallConnection] = set()
         self._recording_task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
+        self._silence_task: asyncio.Task[None] | None = None
         self.loop_lag = 0.0
         self._lagging_until = 0.0
         self.node = socket.gethostname()
@@ -703,6 +725,8 @@ class Worker:
         if self.recorder is not None:
             self._recording_task = loop.create_task(self._take_recordings())
         self._lag_task = loop.create_task(self._probe_lag())
+        self._silence_task = (loop.create_task(self._watch_silence())
+                              if self.limits.caller_silence > 0 else None)
         self._idle = asyncio.Event()
         host = self.config.listen_host if host is None else host
         ports = [self.config.listen_port if port is None else port, *self.agents.listen_ports]
@@ -750,11 +774,11 @@ class Worker:
         self.lingering.clear()
         if self.clock is not None:
             self.clock.stop()
-        for task in (self._recording_task, self._lag_task):
+        for task in (self._recording_task, self._lag_task, self._silence_task):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        self._recording_task = self._lag_task = None
+        self._recording_task = self._lag_task = self._silence_task = None
         await self.runner.close()
         await asyncio.sleep(0)
 
@@ -780,6 +804,17 @@ class Worker:
                                lag_ms=round(lag * 1000, 1), limit_ms=round(limit * 1000),
                                calls=len(self.connections))
                 self._lagging_until = time.monotonic() + LAG_HOLD_S
+
+    async def _watch_silence(self) -> None:
+        """Several times per silence limit, every call is asked whether its caller still
+        sends (a call at a time; nothing per frame)."""
+        limit = self.limits.caller_silence
+        every = min(1.0, limit / 4)
+        while True:
+            await asyncio.sleep(every)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                conn.check_heard(now, limit)
 
     async def _take_recordings(self) -> None:
         """Every ``RECORDING_TAKE_S``, the recording calls' audio goes to the recorder."""
