@@ -251,7 +251,8 @@ def test_churning_calls_hang_up_after_their_length_and_are_replaced_in_their_slo
         for call in mine[:-1]:  # the last ones were hung up by stop()
             assert call.length_s is not None and 0.1 <= call.length_s <= 0.3
             assert call.ended_at is not None
-            assert call.ended_at - call.placed_at >= call.length_s
+            # (the loop's timers run on its cached clock, up to a millisecond behind)
+            assert call.ended_at - call.placed_at >= call.length_s - 0.002
         assert mine[-1].ended_at is not None and mine[-1].ended_at <= stopped
     # The probe slot's calls recorded their send times (the last may have just begun).
     probes = [c for c in gen.calls if c.probe]

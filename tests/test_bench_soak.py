@@ -56,7 +56,7 @@ def test_a_soak_has_a_row_per_stretch_with_its_calls_pacing_and_resources(
     s = soaked.soak
     assert s is not None and [m.number for m in s.minutes] == [1, 2, 3, 4]
     assert [(m.start_s, m.end_s) for m in s.minutes[:3]] == [(0, 2), (2, 4), (4, 6)]
-    assert s.minutes[-1].end_s == pytest.approx(8.0, abs=0.1)
+    assert s.minutes[-1].end_s == 8.0
     assert sum(m.started for m in s.minutes) == soaked.calls["placed"]
     assert sum(m.ended for m in s.minutes) + s.hung_up_at_stop == soaked.calls["placed"]
     assert s.hung_up_at_stop == 5 and all(m.failed == 0 for m in s.minutes)
@@ -165,13 +165,13 @@ def test_calls_and_intervals_fall_into_their_minute() -> None:
     ends = np.array([T0 + 1.0, T0 + 60.0, T0 + 61.0, T0 + 121.0])
     intervals = np.array([0.020, 0.021, 0.025, 0.019])
     samples = [_sample(60.0), _sample(120.0)]
-    rows = timeline(T0, 60.0, T0 + 130.0, calls, ends, intervals, samples)
+    rows = timeline(T0, 60.0, 120.0, T0 + 130.0, calls, ends, intervals, samples)
     assert [(m.started, m.ended, m.failed) for m in rows] == [(2, 1, 0), (3, 2, 2)]
     assert [m.pacing.intervals for m in rows] == [1, 3]
     assert rows[1].pacing.max_ms == pytest.approx(5.0)
     assert rows[0].pacing.p50_ms == pytest.approx(0.0, abs=1e-9)
     assert [(m.start_s, m.end_s) for m in rows] == [(0.0, 60.0), (60.0, 120.0)]
-    assert timeline(T0, 60.0, T0, calls, ends, intervals, []) == []
+    assert timeline(T0, 60.0, 120.0, T0, calls, ends, intervals, []) == []
 
 
 def test_memory_is_fitted_against_calls_ended() -> None:

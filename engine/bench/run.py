@@ -411,9 +411,9 @@ async def _load(
     engine_lines = engine.lines() if engine is not None else []
     result = _result(opts, gen, sim, recorder, window, rss_idle, held, engine_lines)
     if window.before is not None and window.after is not None:
-        result.soak = soak.soak_of(opts.churn, opts.minute_s, window.started, window.stopped,
-                                   gen.calls, recorder, window.samples, window.before,
-                                   window.after)
+        result.soak = soak.soak_of(opts.churn, opts.minute_s, window.started, opts.duration,
+                                   window.stopped, gen.calls, recorder, window.samples,
+                                   window.before, window.after)
     result.calls["per_worker"] = per_worker
     if engine is not None and engine.proc.poll() is not None:
         result.calls["engine_exit"] = (f"the engine exited with status {engine.proc.returncode} "

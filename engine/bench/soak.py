@@ -114,15 +114,16 @@ def _minute_of(times: npt.NDArray[np.float64], t0: float, minute_s: float,
 
 
 def timeline(
-    t0: float, minute_s: float, stopped: float, calls: Iterable[CallSpan],
+    t0: float, minute_s: float, hold_s: float, stopped: float, calls: Iterable[CallSpan],
     interval_ends: npt.NDArray[np.float64], intervals: npt.NDArray[np.float64],
     samples: Sequence[Resources], period: float = FRAME_PERIOD,
 ) -> list[Minute]:
     """The timeline: one row per sample in ``samples`` (taken at the end of each minute).
 
-    Minute k covers ``[t0 + (k-1) * minute_s, t0 + k * minute_s)``; the first also counts
-    what came before the hold (the ramp), the last runs on to ``stopped``, when the generator
-    hung up the calls still up (those hang-ups are counted in no minute).
+    Minute k covers ``[t0 + (k-1) * minute_s, t0 + k * minute_s)``, the last ends with the
+    hold (``hold_s`` after ``t0``); the first also counts what came before the hold (the
+    ramp), the last what came after it until ``stopped``, when the generator hung up the calls
+    still up (those hang-ups are counted in no minute).
     """
     n = len(samples)
     if n == 0:
@@ -139,7 +140,7 @@ def timeline(
     for k, sample in enumerate(samples):
         mine = intervals[which == k]
         rows.append(Minute(
-            number=k + 1, start_s=k * minute_s, end_s=min((k + 1) * minute_s, sample.at - t0),
+            number=k + 1, start_s=k * minute_s, end_s=min((k + 1) * minute_s, hold_s),
             started=int(counts[0][k]), ended=int(counts[1][k]), failed=int(counts[2][k]),
             pacing=pacing(mine.tolist(), period), resources=sample,
         ))
@@ -185,13 +186,15 @@ def minute_note(calls: Sequence[BenchCall], samples: Sequence[Resources]) -> str
 
 
 def soak_of(
-    churn_s: float, minute_s: float, t0: float, stopped: float, calls: Sequence[BenchCall],
+    churn_s: float, minute_s: float, t0: float, hold_s: float, stopped: float,
+    calls: Sequence[BenchCall],
     recorder: SimRecorder, samples: Sequence[Resources], before: Resources, after: Resources,
 ) -> Soak:
     """A soak's timeline and figures from its samples and what its calls recorded.
 
     Args:
-        t0: the start of the hold. stopped: when the generator hung up the calls still up.
+        t0: the start of the hold, ``hold_s`` long. stopped: when the generator hung up the
+            calls still up.
         calls: every call the generator made; its probe calls give the pacing.
         recorder: the simulator's side, for each probe call's barge-ins (pacing stops there).
     """
@@ -204,7 +207,8 @@ def soak_of(
     ends, intervals = measure.response_intervals([c.trace for c in probes], cuts=cuts)
     return Soak(
         churn_s=churn_s, minute_s=minute_s, t0=t0,
-        minutes=tuple(timeline(t0, minute_s, stopped, spans, ends, intervals, samples)),
+        minutes=tuple(timeline(t0, minute_s, hold_s, stopped, spans, ends, intervals,
+                               samples)),
         before=before, after=after, growth=memory_growth(samples, spans),
         hung_up_at_stop=sum(1 for c in spans if c.ended_at is not None and c.ended_at >= stopped),
     )
