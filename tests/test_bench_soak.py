@@ -43,7 +43,8 @@ def test_a_soak_churns_its_calls_and_keeps_them_up(soaked: BenchResult) -> None:
     c = soaked.calls
     # Five slots of 0.5-1.5 s calls for 8 s and more: calls placed many times over.
     assert c["placed"] >= 5 * 5 and c["connected"] == c["placed"] and c["failed"] == 0
-    assert c["dropped"] == 0 and c["held_to_end"] == 5
+    # A slot may be between two calls at the moment the hold ends (the next one connecting).
+    assert c["dropped"] == 0 and 3 <= c["held_to_end"] <= 5
     assert c["engine_end_reasons"] == {"caller_hangup": c["placed"]}
     assert soaked.sim["sessions"] == c["placed"] and soaked.sim["invalid"] == 0
     assert soaked.responses >= 1  # the calls spoke and were answered under churn
@@ -59,11 +60,11 @@ def test_a_soak_has_a_row_per_stretch_with_its_calls_pacing_and_resources(
     assert s.minutes[-1].end_s == 8.0
     assert sum(m.started for m in s.minutes) == soaked.calls["placed"]
     assert sum(m.ended for m in s.minutes) + s.hung_up_at_stop == soaked.calls["placed"]
-    assert s.hung_up_at_stop == 5 and all(m.failed == 0 for m in s.minutes)
+    assert 3 <= s.hung_up_at_stop <= 5 and all(m.failed == 0 for m in s.minutes)
     assert all(m.started >= 1 and m.ended >= 1 for m in s.minutes)
     for m in s.minutes:
         r = m.resources
-        assert r.calls_up == 5 and r.rss_bytes and r.fds and r.threads and r.tasks
+        assert 3 <= r.calls_up <= 5 and r.rss_bytes and r.fds and r.threads and r.tasks
     assert sum(m.pacing.intervals for m in s.minutes) > 0
     assert s.worst_pacing_p99_ms is not None
     assert s.growth.points == 4 and s.growth.calls > 10

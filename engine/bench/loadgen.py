@@ -54,6 +54,8 @@ CHURN_SPREAD = (0.5, 1.5)
 # A slot whose call failed (no connection, or an end the caller did not plan) is filled again
 # after this long: an engine that refuses every call is not hammered in a loop.
 CHURN_RETRY_S = 1.0
+# How long stop() lets calls that are still connecting finish before it cancels them.
+_STOP_CONNECT_WAIT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -577,13 +579,17 @@ class LoadGenerator:
         for handle in self._refills.values():
             handle.cancel()
         self._refills.clear()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._connecting:
+            # A churning slot's next call, placed a moment ago, connects and is hung up like
+            # the others rather than left half made.
+            await asyncio.wait(set(self._connecting), timeout=_STOP_CONNECT_WAIT_S)
         for task in list(self._connecting):
             task.cancel()
         if self._connecting:
             await asyncio.wait(set(self._connecting))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for call in list(self.live):
             call.hang_up()
         if self._stamping is not None:
