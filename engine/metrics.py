@@ -34,6 +34,7 @@ class Metrics:
     clock_late_wakeups: Counter
     clock_resyncs: Counter
     loop_lag: Gauge
+    loop_tasks: Gauge
     cost: Counter
     records_written: Counter
     records_lost: Counter
@@ -77,6 +78,10 @@ class Metrics:
             loop_lag=Gauge("voice_engine_loop_lag_seconds", "How late the worker's event loop "
                            "ran a 100 ms timer, the latest probe (the node shows the worst "
                            "worker)", registry=registry, multiprocess_mode="max"),
+            loop_tasks=Gauge("voice_engine_event_loop_tasks", "Unfinished asyncio tasks on the "
+                             "worker's event loop, sampled every second (the node shows the "
+                             "sum over its workers)", registry=registry,
+                             multiprocess_mode="livesum"),
             cost=Counter("voice_engine_cost_usd", "Estimated Realtime cost of ended calls, in "
                          "US dollars (calls of a model without prices count nothing)",
                          registry=registry),

@@ -64,6 +64,9 @@ RECORDING_TAKE_S = 0.5
 HANDOVER_POLL_S = 0.1
 LAG_PROBE_S = 0.1
 LAG_HOLD_S = 2.0
+# Every this many lag probes the loop's tasks are counted: all_tasks() costs about 1 us per
+# task, so once a second keeps even a loop with a thousand tasks (a leak) to 1 ms a second.
+TASKS_EVERY = 10
 HANDOVER_RETRY_S = 2.0
 SUMMARY_WAIT_S = 10.0
 
@@ -789,10 +792,16 @@ class Worker:
         return time.monotonic() < self._lagging_until
 
     async def _probe_lag(self) -> None:
-        """Every ``LAG_PROBE_S``, how late the loop ran a timer: a gauge, and admission."""
+        """Every ``LAG_PROBE_S``, how late the loop ran a timer: a gauge, and admission; every
+        ``TASKS_EVERY`` probes, the loop's unfinished tasks: a gauge (a soak reads it to tell a
+        task that outlives its call)."""
         loop = asyncio.get_running_loop()
         limit = self.limits.max_loop_lag
+        probes = 0
         while True:
+            if probes % TASKS_EVERY == 0:
+                METRICS.loop_tasks.set(len(asyncio.all_tasks(loop)))
+            probes += 1
             expected = loop.time() + LAG_PROBE_S
             await asyncio.sleep(LAG_PROBE_S)
             lag = max(0.0, loop.time() - expected)

@@ -121,6 +121,9 @@ def test_the_command_prints_json(tmp_path: Path) -> None:
     assert doc["native"]["calls"]["connected"] == 2
     assert doc["native"]["options"]["upstream_format"] == "pcm16"
     assert set(doc["native"]["targets"]) >= {"engine_cpu_ms_per_call_s", "pacing_p99_ms"}
+    # A held run is no soak: no timeline, and the soak's targets are not judged.
+    assert doc["native"]["soak"] is None and doc["native"]["options"]["churn_s"] is None
+    assert not any(key.startswith("soak_") for key in doc["native"]["targets"])
 
 
 # -- the talk pattern and the prebuilt frames ------------------------------------------------

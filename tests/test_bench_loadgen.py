@@ -203,3 +203,74 @@ def test_a_call_that_cannot_connect_is_counted_not_raised() -> None:
 
 def test_bench_call_owns_no_transport() -> None:
     assert not issubclass(BenchCall, asyncio.BaseProtocol)
+
+
+# -- churn -----------------------------------------------------------------------------------
+
+
+async def _churning(script: Callable[[asyncio.Transport], None], seconds: float,
+                    ) -> tuple[LoadGenerator, list[_Peer], float]:
+    loop = asyncio.get_running_loop()
+    peers: list[_Peer] = []
+
+    def accept() -> _Peer:
+        peers.append(_Peer(script))
+        return peers[-1]
+
+    server = await loop.create_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    gen = LoadGenerator("127.0.0.1", port, rate=RATE, pattern=QUIET, probe_calls=1,
+                        churn_s=0.2, seed=7)
+    try:
+        await gen.start(3, 200.0)
+        await asyncio.sleep(seconds)
+    finally:
+        await gen.stop()
+        stopped = time.monotonic()
+        for peer in peers:
+            if peer.transport is not None:
+                peer.transport.close()
+        server.close()
+        await server.wait_closed()
+    return gen, peers, stopped
+
+
+def test_churning_calls_hang_up_after_their_length_and_are_replaced_in_their_slot() -> None:
+    gen, peers, stopped = uvloop.run(_churning(_still_up, 1.5))
+    # Three slots of calls of 0.1-0.3 s for 1.5 s: a dozen calls or more, three up at a time.
+    assert len(gen.calls) >= 15 and len(peers) == len(gen.calls)
+    assert gen.failed == 0 and not any(c.dropped for c in gen.calls)
+    assert all(c.outcome.ended_by == "bench" for c in gen.calls)
+    assert {c.slot for c in gen.calls} == {0, 1, 2}
+    assert all(c.probe is (c.slot == 0) for c in gen.calls)
+    assert len({c.uuid for c in gen.calls}) == len(gen.calls)
+    for slot in range(3):
+        mine = [c for c in gen.calls if c.slot == slot]
+        for before, after in zip(mine, mine[1:], strict=False):
+            assert before.ended_at is not None and before.ended_at <= after.placed_at
+        for call in mine[:-1]:  # the last ones were hung up by stop()
+            assert call.length_s is not None and 0.1 <= call.length_s <= 0.3
+            assert call.ended_at is not None
+            # (the loop's timers run on its cached clock, up to a millisecond behind)
+            assert call.ended_at - call.placed_at >= call.length_s - 0.002
+        assert mine[-1].ended_at is not None and mine[-1].ended_at <= stopped
+    # The probe slot's calls recorded their send times (the last may have just begun).
+    probes = [c for c in gen.calls if c.probe]
+    assert all(len(c.trace.tx_times) >= 4 for c in probes[:-1])
+    assert all(len(c.trace.tx_times) == 0 for c in gen.calls if not c.probe)
+    # The same seed draws the same lengths.
+    again = LoadGenerator("127.0.0.1", 9, churn_s=0.2, seed=7)
+    assert [again.call_length() for _ in range(5)] == [c.length_s for c in gen.calls[:5]]
+    assert LoadGenerator("127.0.0.1", 9).call_length() is None
+
+
+def test_a_churning_slot_whose_call_failed_is_filled_again_a_moment_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from engine.bench import loadgen
+
+    monkeypatch.setattr(loadgen, "CHURN_RETRY_S", 0.3)
+    gen, _, _ = uvloop.run(_churning(_hangup_after_audio, 1.0))
+    # The engine hangs up at once: each slot retries every 0.3 s, not in a tight loop.
+    assert 3 * 3 <= len(gen.calls) <= 3 * 5
+    assert all(c.failed and c.outcome.ended_by == "engine_hangup" for c in gen.calls)

@@ -24,6 +24,7 @@ from engine.bench.measure import (
     loudest_stretch,
     model_share,
     response_count,
+    response_intervals,
     response_pacing,
     runs,
     summary,
@@ -128,6 +129,18 @@ def test_response_pacing_leaves_out_intervals_outside_runs() -> None:
     everything = all_pacing([trace(pattern, times)])
     assert everything.intervals == 29
     assert everything.max_ms == pytest.approx(50.0)
+
+
+def test_response_intervals_say_when_each_judged_interval_ended() -> None:
+    times = [T0 + 0.020 * i for i in range(30)]
+    times[25] += 0.007
+    pattern = "...." + "#" * 5 + "." * 11 + "#" * 8 + ".."
+    ends, intervals = response_intervals([trace(pattern, times), trace("#" * 3)])
+    assert ends.tolist() == [*times[5:9], *times[21:28], T0 + 0.020, T0 + 0.040]
+    assert intervals.tolist() == pytest.approx(
+        [0.020] * 4 + [0.020] * 4 + [0.027, 0.013, 0.020] + [0.020] * 2)
+    empty_ends, empty = response_intervals([trace("....")])
+    assert empty_ends.size == 0 and empty.size == 0
 
 
 def test_pacing_with_no_interval_is_nan() -> None:

@@ -64,6 +64,10 @@ def test_a_busy_child_shows_up_in_the_tree_and_its_cpu() -> None:
             assert pids[0] == os.getpid()
             assert child.pid in pids
             assert tree.cpu_seconds() - before > 0.2
+            alone = ProcessTree(child.pid)
+            assert alone.threads() == 1
+            assert alone.fds() == len(os.listdir(f"/proc/{child.pid}/fd")) >= 3
+            assert tree.threads() > alone.threads() and tree.fds() > alone.fds()
         finally:
             child.kill()
     assert child.pid not in tree.pids()
@@ -76,6 +80,15 @@ def test_a_vanished_root_is_an_empty_tree() -> None:
     assert gone.pids() == []
     assert gone.cpu_seconds() == 0.0
     assert gone.rss_bytes() == 0
+    assert gone.fds() == 0 and gone.threads() == 0
+
+
+def test_an_opened_file_is_one_more_fd() -> None:
+    tree = ProcessTree(os.getpid())
+    before = tree.fds()
+    with open(__file__, "rb"):
+        assert tree.fds() == before + 1
+    assert tree.fds() == before
 
 
 def test_own_rss() -> None:

@@ -65,6 +65,10 @@ def test_two_workers_share_the_calls_and_health_shows_them(tmp: Path) -> None:
             assert 'voice_engine_calls_ended_total{reason="caller_hangup"} 16.0' in text
             assert "voice_engine_workers_live 2.0" in text
             assert "voice_engine_active_calls 0.0" in text
+            # Both workers' loops are counted, summed: each has its lag probe at least.
+            (tasks,) = [line for line in text.splitlines()
+                        if line.startswith("voice_engine_event_loop_tasks ")]
+            assert float(tasks.split()[1]) >= 2
             assert (await node.agent()) == "ready up 100% maxconn:1000\n"
         finally:
             node.close()

@@ -191,3 +191,31 @@ def test_a_worker_whose_loop_lags_refuses_new_calls_for_a_while_then_takes_them(
                                                      "caller_hangup"]
     (lagging,) = [r for r in caplog.records if r.getMessage() == "worker_loop_lagging"]
     assert vars(lagging)["_fields"]["lag_ms"] >= 200
+
+
+def test_the_worker_counts_its_loops_tasks_for_the_gauge(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import worker as worker_module
+    from engine.metrics import METRICS
+
+    monkeypatch.setattr(worker_module, "TASKS_EVERY", 1)
+
+    def gauge() -> float | None:
+        return METRICS.registry.get_sample_value("voice_engine_event_loop_tasks")
+
+    async def main() -> None:
+        async with node() as n:
+            await asyncio.sleep(0.25)
+            before = gauge()
+            assert before is not None and before >= 1  # the probe's own task at least
+            stop = asyncio.Event()
+            waiting = [asyncio.ensure_future(stop.wait()) for _ in range(5)]
+            await asyncio.sleep(0.25)
+            assert gauge() == before + 5
+            stop.set()
+            await asyncio.gather(*waiting)
+            await asyncio.sleep(0.25)
+            assert gauge() == before
+            assert n.worker.connections == set()
+
+    run(main())

@@ -99,7 +99,8 @@ def _progress(line: dict[str, Any]) -> None:
 @click.command(name="bench", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--calls", default=100, show_default=True, type=click.IntRange(1))
 @click.option("--duration", default=30.0, show_default=True, type=click.FloatRange(min=1),
-              help="seconds to hold every call once all are up")
+              help="seconds to hold every call once all are up (with --churn: to keep "
+                   "--calls calls up, churning)")
 @click.option("--ramp", default=50.0, show_default=True, type=click.FloatRange(min=0.1),
               help="new calls per second until all are up")
 @click.option("--rate", default=8000, show_default=True,
@@ -141,6 +142,12 @@ def _progress(line: dict[str, Any]) -> None:
 @click.option("--tls", is_flag=True,
               help="the simulator serves wss:// with a throwaway certificate, and the engine "
                    "trusts its CA (UPSTREAM_CA_FILE) for this run only")
+@click.option("--churn", default=None, metavar="SECONDS",
+              type=click.FloatRange(min=0, min_open=True),
+              help="soak: each call hangs up after 0.5-1.5x SECONDS (seeded by --seed) and a "
+                   "new one takes its place at once; adds a per-minute timeline (calls, "
+                   "pacing, engine RSS, fds, threads, tasks) and judges memory growth, fds and "
+                   "tasks back at baseline and every minute's pacing")
 @click.option("--check", is_flag=True,
               help="exit with status 1 (after the result) when any target is missed")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
@@ -150,8 +157,8 @@ def command(
     workers: int, target: str | None, sim_port: int, engine_cpus: str | None, load_cpus: str | None,
     no_pin: bool, response_ms: int, seed: int, probe_calls: int, compare_python: bool,
     floor: bool,
-    engine_env: tuple[str, ...], vs_floor: bool, rounds: int, tls: bool, check: bool,
-    as_json: bool, quiet: bool,
+    engine_env: tuple[str, ...], vs_floor: bool, rounds: int, tls: bool, churn: float | None,
+    check: bool, as_json: bool, quiet: bool,
 ) -> None:
     """Load-test an engine: many calls against the built-in Realtime simulator."""
     from engine.bench.run import BenchOptions, main_loop
@@ -169,6 +176,7 @@ def command(
             engine_cpus=None if target else pin_engine, load_cpus=pin_load,
             response_ms=response_ms, seed=seed, floor=floor, sim_port=sim_port,
             extra_env=parse_engine_env(engine_env), tls=tls, probe_calls=probe_calls,
+            churn=churn or 0.0,
         )
         if floor and (target or compare_python):
             raise BenchError("--floor starts its own server; it takes neither --target nor "

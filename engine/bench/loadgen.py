@@ -8,6 +8,10 @@ records, per call, whether each frame that came back carried model audio and, on
 probe calls, when each frame went out and when each came in (the kernel's receive time): the
 raw material of :mod:`engine.bench.measure`. Nothing is judged here.
 
+With churn (``churn_s``) every call hangs up after a seeded length around ``churn_s`` and a new
+call takes its *slot* at once, so the same number stay up while calls keep starting and
+ending; a probe slot's calls are all probe calls, so the timing figures cover the whole run.
+
 Each call owns its socket (no asyncio transport): a probe call's must be read with
 ``recvmsg`` for its timestamps, which a transport's socket does not offer, and every other
 call is cheapest read by the clock itself, every other tick, with no readiness wake-up and no
@@ -45,6 +49,13 @@ SUBTICKS = 5
 # Model audio is over once this many ticks pass without any.
 _QUIET_TICKS = 15
 _READ_SIZE = 65536
+# A churning call lasts a uniform draw from this range times ``churn_s``.
+CHURN_SPREAD = (0.5, 1.5)
+# A slot whose call failed (no connection, or an end the caller did not plan) is filled again
+# after this long: an engine that refuses every call is not hammered in a loop.
+CHURN_RETRY_S = 1.0
+# How long stop() lets calls that are still connecting finish before it cancels them.
+_STOP_CONNECT_WAIT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,16 +184,24 @@ class BenchCall:
     receive timestamps, and records when each frame came and when each went out. Every other
     call is read by the generator's clock every other tick (all that has arrived, no callback
     per frame) and records per frame only whether it carried model audio.
+
+    ``index`` numbers every call the generator made; ``slot`` is the place among the
+    concurrent calls it fills (a churning call's successor takes the same slot).
     """
 
-    def __init__(self, gen: LoadGenerator, index: int) -> None:
+    def __init__(self, gen: LoadGenerator, index: int, slot: int | None = None) -> None:
         self.gen = gen
         self.index = index
+        self.slot = index if slot is None else slot
         self.uuid = uuidlib.UUID(int=gen.seed_uuid + index)
         self.talker = Talker(gen.pattern, gen.seed * 1_000_003 + index)
         self.trace = CallTrace(array("d"), bytearray(), array("d"), gen.up_samples_per_frame)
         self.outcome = Outcome()
-        self.probe = index < gen.probe_calls
+        self.probe = self.slot < gen.probe_calls
+        self.placed_at = time.monotonic()
+        self.ended_at: float | None = None
+        self.length_s = gen.call_length()  # None: held until the generator stops
+        self._hangup: asyncio.TimerHandle | None = None
         self.sock: socket.socket | None = None
         self.fd = -1
         self.unstamped = 0  # probe reads that came without a kernel timestamp
@@ -205,6 +224,8 @@ class BenchCall:
         self._send(b"\x01\x00\x10" + self.uuid.bytes)
         if self.probe and self.sock is not None:
             self.gen.loop.add_reader(self.fd, self._readable)
+        if self.length_s is not None and self.sock is not None:
+            self._hangup = self.gen.loop.call_later(self.length_s, self.hang_up)
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -348,9 +369,13 @@ class BenchCall:
             self._ended(f"connection_lost: {exc}")
 
     def _ended(self, how: str, error: str | None = None) -> None:
+        if self._hangup is not None:
+            self._hangup.cancel()
+            self._hangup = None
         if self.outcome.ended_by is None:
             self.outcome.ended_by = how
             self.outcome.error = error
+            self.ended_at = time.monotonic()
             self.gen.left(self)
         sock = self.sock
         if sock is not None:
@@ -368,6 +393,11 @@ class BenchCall:
         """The call was up and ended other than by the bench hanging up."""
         return self.outcome.connected and self.outcome.ended_by not in (None, "bench")
 
+    @property
+    def failed(self) -> bool:
+        """The call ended, and not by the caller's own hang-up: no connection, or dropped."""
+        return self.outcome.ended_by not in (None, "bench")
+
     def hang_up(self) -> None:
         """The caller ends the call the way Asterisk does: it closes the socket."""
         self._ended("bench")
@@ -379,8 +409,9 @@ class LoadGenerator:
 
     Run :meth:`start` (returns once every call has been placed), then :meth:`stop` to hang up
     all. :attr:`calls` holds every call in order; :attr:`live` those up now. The first
-    ``probe_calls`` calls are the probe calls (see :class:`BenchCall`): the timing figures
-    come from them alone.
+    ``probe_calls`` slots hold the probe calls (see :class:`BenchCall`): the timing figures
+    come from them alone. With ``churn_s`` above 0 each call hangs up after a length drawn
+    around it (seeded) and the next call in its slot starts at once, until :meth:`stop`.
     """
 
     host: str
@@ -392,6 +423,7 @@ class LoadGenerator:
     seed: int = 1
     capture_calls: int = 20
     probe_calls: int = 20
+    churn_s: float = 0.0
     calls: list[BenchCall] = field(default_factory=list)
     live: set[BenchCall] = field(default_factory=set)
     failed: int = 0
@@ -409,6 +441,9 @@ class LoadGenerator:
         self._address: tuple[int, tuple[Any, ...]] | None = None
         self._stamping: socket.socket | None = None
         self._connecting: set[asyncio.Task[None]] = set()
+        self._churn_rng = random.Random(f"churn {self.seed}")
+        self._churning = False
+        self._refills: dict[int, asyncio.TimerHandle] = {}  # slot: its refill
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -424,18 +459,45 @@ class LoadGenerator:
             await asyncio.sleep(0.01)  # the kernel turns stamping on a moment later
         if self.pacer is None:
             self.pacer = Pacer(loop.time(), PERIOD, SUBTICKS, _MAX_CATCH_UP)
+        self._churning = self.churn_s > 0
         begin = loop.time()
         for i in range(calls):
             delay = begin + i / ramp - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            call = BenchCall(self, len(self.calls))
-            self.calls.append(call)
-            task = loop.create_task(self._connect(call))
-            self._connecting.add(task)
-            task.add_done_callback(self._connecting.discard)
+            self._place(i)
         if self._connecting:
             await asyncio.wait(set(self._connecting))
+
+    def call_length(self) -> float | None:
+        """The next call's length with churn (the seeded draw), None without."""
+        if self.churn_s <= 0:
+            return None
+        return self._churn_rng.uniform(*CHURN_SPREAD) * self.churn_s
+
+    def _place(self, slot: int) -> None:
+        """A new call in ``slot``: it connects in a task of its own."""
+        call = BenchCall(self, len(self.calls), slot)
+        self.calls.append(call)
+        task = self.loop.create_task(self._connect(call))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    def _vacated(self, call: BenchCall) -> None:
+        """``call`` has ended: with churn its slot gets the next call (after a failure, a
+        moment later)."""
+        if not self._churning:
+            return
+        if not call.failed:
+            self._place(call.slot)
+        elif call.slot not in self._refills:
+            self._refills[call.slot] = self.loop.call_later(CHURN_RETRY_S, self._refill,
+                                                            call.slot)
+
+    def _refill(self, slot: int) -> None:
+        del self._refills[slot]
+        if self._churning:
+            self._place(slot)
 
     async def _connect(self, call: BenchCall) -> None:
         sock: socket.socket | None = None
@@ -453,6 +515,8 @@ class LoadGenerator:
             self.failed += 1
             call.outcome.ended_by = "connect_failed"
             call.outcome.error = getattr(exc, "strerror", None) or type(exc).__name__
+            call.ended_at = time.monotonic()
+            self._vacated(call)
             return
         except BaseException:
             if sock is not None:
@@ -479,6 +543,7 @@ class LoadGenerator:
         self.live.discard(call)
         if self.pacer is not None:
             self.pacer.remove(call)
+        self._vacated(call)
 
     def _schedule(self) -> None:
         assert self._loop is not None and self.pacer is not None
@@ -509,14 +574,22 @@ class LoadGenerator:
                 "max_late_ms": round(p.max_lateness * 1000, 3), "unstamped_reads": unstamped}
 
     async def stop(self) -> None:
-        """Stops the clock and hangs up every call still up."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """Stops the churn and the clock, and hangs up every call still up."""
+        self._churning = False
+        for handle in self._refills.values():
+            handle.cancel()
+        self._refills.clear()
+        if self._connecting:
+            # A churning slot's next call, placed a moment ago, connects and is hung up like
+            # the others rather than left half made.
+            await asyncio.wait(set(self._connecting), timeout=_STOP_CONNECT_WAIT_S)
         for task in list(self._connecting):
             task.cancel()
         if self._connecting:
             await asyncio.wait(set(self._connecting))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for call in list(self.live):
             call.hang_up()
         if self._stamping is not None:

@@ -36,6 +36,7 @@ __all__ = [
     "loudest_stretch",
     "model_share",
     "response_count",
+    "response_intervals",
     "response_pacing",
     "runs",
     "summary",
@@ -138,7 +139,21 @@ def response_pacing(
     ``speech_started``): a run is judged only up to the first cut inside it, because the faded
     tail after a barge-in is sent early on purpose and is not part of the paced response.
     """
-    intervals: list[float] = []
+    _, intervals = response_intervals(traces, max_gap, cuts)
+    return pacing(intervals.tolist(), period)
+
+
+def response_intervals(
+    traces: Iterable[CallTrace], max_gap: int = 10,
+    cuts: Iterable[Sequence[float]] | None = None,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The intervals :func:`response_pacing` judges, and when each ended.
+
+    Returns:
+        (ends, intervals): per interval, the arrival time of its second frame, and its
+        length in seconds, in the traces' order.
+    """
+    stretches: list[npt.NDArray[np.float64]] = []
     cut_lists = iter(cuts) if cuts is not None else None
     for trace in traces:
         times = _times(trace.rx_times)
@@ -148,8 +163,11 @@ def response_pacing(
             j = bisect_right(cut, float(stretch[0]))
             if j < len(cut) and cut[j] <= stretch[-1]:
                 stretch = stretch[stretch <= cut[j]]
-            intervals.extend(np.diff(stretch).tolist())
-    return pacing(intervals, period)
+            stretches.append(stretch)
+    if not stretches:
+        return np.empty(0, np.float64), np.empty(0, np.float64)
+    return (np.concatenate([s[1:] for s in stretches]),
+            np.concatenate([np.diff(s) for s in stretches]))
 
 
 def all_pacing(traces: Iterable[CallTrace], period: float = FRAME_PERIOD) -> Pacing:

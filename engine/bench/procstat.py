@@ -1,4 +1,5 @@
-"""CPU time and memory of an engine's process tree (supervisor and workers), read from /proc.
+"""CPU time, memory, open files and threads of an engine's process tree (supervisor and
+workers), read from /proc.
 
 Linux only. The tree is walked afresh on every reading, so workers forked or replaced during a
 load test are counted from then on. CPU time of processes that already exited is not counted:
@@ -49,6 +50,14 @@ def _read(path: str) -> str | None:
             return file.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
+
+
+def _entries(path: str) -> int:
+    """How many entries a /proc folder has, or 0 if its process has gone."""
+    try:
+        return len(os.listdir(path))
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
 
 
 class ProcessTree:
@@ -110,6 +119,14 @@ class ProcessTree:
                     total += int(line.split()[1]) * 1024
                     break
         return total
+
+    def fds(self) -> int:
+        """Open file descriptors of the live tree (the entries of each ``/proc/PID/fd``)."""
+        return sum(_entries(f"/proc/{pid}/fd") for pid in self.pids())
+
+    def threads(self) -> int:
+        """Threads of the live tree (the entries of each ``/proc/PID/task``)."""
+        return sum(_entries(f"/proc/{pid}/task") for pid in self.pids())
 
     @staticmethod
     def _children(pid: int) -> list[int] | None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.bench.measure import Spread
+from engine.bench.soak import Soak, render_soak
 from engine.stats import Pacing
 
 __all__ = ["BenchResult", "Target", "render", "render_comparison", "render_targets", "targets"]
@@ -50,6 +51,13 @@ def targets(upstream_format: str) -> dict[str, Target]:
         # Judged by --vs-floor, from alternated rounds of the engine and the floor server.
         "engine_to_floor_cpu_ratio": Target(
             1.5 if pcmu else 1.75, "issue 12: 3× the calls per core of the Node.js bridge"),
+        # Judged on a soak (--churn) alone.
+        "soak_rss_kb_per_1000_calls": Target(
+            1500.0, "design: a call leaves < 1 % of its 150 KB behind"),
+        # The records store opens its SQLite file, WAL and shared memory at the first record.
+        "soak_fds_over_baseline": Target(3, "design: a call leaves no fd behind (+3: records)"),
+        "soak_tasks_over_baseline": Target(0, "design: a call leaves no task behind"),
+        "soak_pacing_p99_worst_minute_ms": Target(2.0, "issue: pacing promise, every minute"),
     }
 
 
@@ -95,6 +103,7 @@ class BenchResult:
     })
     bench_cpu_ms_per_call_s: float | None = None  # the generator and simulator together
     wakeup: Spread | None = None  # timer wake-up lateness on the engine's CPUs, in the hold
+    soak: Soak | None = None  # with churn: the timeline, baselines and their figures
 
     @property
     def timing_from(self) -> str:
@@ -102,7 +111,7 @@ class BenchResult:
         return f"probe calls: {self.options.get('probe_calls')}, kernel receive timestamps"
 
     def headline(self) -> dict[str, float | None]:
-        """The figures the targets judge."""
+        """The figures the targets judge (a soak's too, with churn)."""
         return {
             "engine_cpu_ms_per_call_s": self.engine_cpu_ms_per_call_s,
             "pacing_p99_ms": self.pacing_in_response.p99_ms,
@@ -112,7 +121,7 @@ class BenchResult:
             "barge_in_stop_max_ms": self.barge_in_stop.max_ms,
             "engine_kb_per_call": self.engine_kb_per_call,
             "snr_down_min_db": min(self.snr_down_db) if self.snr_down_db else None,
-        }
+        } | (self.soak.headline() if self.soak is not None else {})
 
     def missed(self) -> list[str]:
         """The targets this run missed (what ``--check`` fails on); a floor run has none."""
@@ -158,6 +167,7 @@ class BenchResult:
             "snr_up_db": _spread_db(self.snr_up_db),
             "simulator": self.sim,
             "engine_counts": self.engine_counts,
+            "soak": self.soak.as_dict() if self.soak is not None else None,
             "targets": self.verdicts(),
         }
 
@@ -239,6 +249,7 @@ def render(r: BenchResult) -> str:
             f"             ({r.timing_from})",
             _wakeup_line(r),
             f"generator    {_bench_cpu(r)}",
+            *(["", *render_soak(r.soak)] if r.soak is not None else []),
         ])
     snr_down = _spread_db(r.snr_down_db)
     snr_up = _spread_db(r.snr_up_db)
@@ -292,6 +303,8 @@ def render(r: BenchResult) -> str:
         lines.append("call errors  " + "; ".join(c["errors"]))
     if c.get("engine_exit"):
         lines.append(f"ENGINE FAILED: {c['engine_exit']}")
+    if r.soak is not None:
+        lines += ["", *render_soak(r.soak)]
     if r.bench_cpu_pct > 90 or r.generator_clock["late_ticks"] > r.generator_clock["ticks"] / 100:
         lines.append("WARNING: the generator and simulator were near saturation; their own "
                      "delays are in the timing figures. Fewer calls, or more CPUs for them.")

@@ -5,6 +5,11 @@ the simulator, logging to a file), ramps the load generator to the requested cal
 them, samples the engine's CPU and memory from ``/proc`` while it holds, then hangs up, stops
 the engine and returns a :class:`~engine.bench.report.BenchResult`. With ``target`` it loads an
 engine that is already running instead (CPU and memory are then not measured).
+
+With ``churn`` (a soak) the calls keep ending and being replaced through the hold, and the
+engine's resources (RSS, open fds and threads from ``/proc``, its loop tasks from its
+``/metrics``) are sampled at the end of every minute, before the first call and after the
+last has ended and the engine has settled: :mod:`engine.bench.soak` reads them.
 """
 
 from __future__ import annotations
@@ -31,11 +36,12 @@ import orjson
 
 import engine as engine_package
 from engine import logs
-from engine.bench import measure
+from engine.bench import measure, soak
 from engine.bench.loadgen import CallerTone, LoadGenerator, TalkPattern
 from engine.bench.observe import SimRecorder
 from engine.bench.procstat import ProcessTree
 from engine.bench.report import BenchResult
+from engine.bench.soak import Resources
 from engine.bench.wakeup import WakeupProbe
 from engine.config import FIELDS
 from engine.errors import BenchError
@@ -50,6 +56,11 @@ UP_RATE = {"pcm16": 24000, "pcmu": 8000}
 ENGINE_START_TIMEOUT = 30.0
 ENGINE_STOP_TIMEOUT = 15.0
 _SETTLE = 1.0  # after the ramp, before the hold is measured
+# A soak's baselines are read this long after the engine is ready and after its last call
+# has ended: the worker counts its tasks once a second, and a hung-up call's socket may
+# linger for up to LINGER_S (2 s) until the caller closes it.
+SOAK_SETTLE_S = 3.0
+SOAK_IDLE_TIMEOUT = 10.0  # for the engine to report no call once the generator hung up
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +90,8 @@ class BenchOptions:
     sim_port: int = 0
     tls: bool = False  # the simulator serves wss:// with a throwaway CA the engine trusts
     probe_calls: int = 20  # read with kernel timestamps; the timing figures come from these
+    churn: float = 0.0  # a soak: each call lasts 0.5-1.5x this many seconds (0: held)
+    minute_s: float = 60.0  # a soak's timeline has a row this long
 
     @property
     def probes(self) -> int:
@@ -92,6 +105,9 @@ class BenchOptions:
             raise BenchError("calls, duration and ramp must be positive")
         if self.probe_calls < 1:
             raise BenchError("at least one probe call is needed for the timing figures")
+        if self.churn < 0 or self.minute_s <= 0:
+            raise BenchError("churn must be 0 (calls held) or positive, the timeline's row "
+                             "positive")
         if self.tls and (self.floor or self.target is not None):
             raise BenchError("--tls is for an engine the bench starts: the floor has no "
                              "upstream, and a running engine cannot be given the bench's CA")
@@ -144,19 +160,46 @@ class EngineProcess:
         self.tree = ProcessTree(self.proc.pid)
         self.health_port: int | None = None
 
-    async def worker_calls(self) -> list[int] | None:
-        """Calls per worker as the node's ``/health`` reports them (None for the floor)."""
+    async def _get(self, path: str) -> bytes | None:
+        """The body of ``path`` on the node's health port (None: the floor, or no answer)."""
         if self.health_port is None:
             return None
-        url = f"http://127.0.0.1:{self.health_port}/health"
+        url = f"http://127.0.0.1:{self.health_port}{path}"
         try:
             timeout = aiohttp.ClientTimeout(total=5)
             async with (aiohttp.ClientSession(timeout=timeout) as session,
                         session.get(url) as response):
-                doc = await response.json()
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+                return await response.read()
+        except (aiohttp.ClientError, TimeoutError):
             return None
-        return [int(w["calls"]) for w in doc["workers"]]
+
+    async def _health(self) -> dict[str, Any] | None:
+        body = await self._get("/health")
+        try:
+            doc = orjson.loads(body) if body is not None else None
+        except orjson.JSONDecodeError:
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    async def worker_calls(self) -> list[int] | None:
+        """Calls per worker as the node's ``/health`` reports them (None for the floor)."""
+        doc = await self._health()
+        return None if doc is None else [int(w["calls"]) for w in doc["workers"]]
+
+    async def loop_tasks(self) -> int | None:
+        """The workers' unfinished asyncio tasks, from the node's ``/metrics``."""
+        body = await self._get("/metrics")
+        value = soak.gauge_value(body.decode(), "voice_engine_event_loop_tasks") if body else None
+        return None if value is None else int(value)
+
+    async def wait_idle(self, timeout: float) -> None:
+        """Until the node's ``/health`` reports no call, at most ``timeout`` seconds."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            doc = await self._health()
+            if doc is None or doc.get("calls") == 0:
+                return
+            await asyncio.sleep(0.2)
 
     async def ready(self) -> int:
         """Waits for the node's ``node_ready`` line (the floor's ``listening``); returns the
@@ -244,6 +287,11 @@ class _Window:
     bench_cpu0: float = 0.0
     bench_cpu1: float = 0.0
     wakeup: measure.Spread | None = None
+    # A soak's: the baselines, a sample at the end of each minute, when the calls were hung up.
+    before: Resources | None = None
+    after: Resources | None = None
+    samples: list[Resources] = field(default_factory=list)
+    stopped: float = 0.0
 
 
 def _own_cpu() -> float:
@@ -295,12 +343,14 @@ async def _load(
     gen = LoadGenerator(host, port, rate=opts.rate,
                         up_samples_per_frame=UP_SAMPLES[opts.upstream_format],
                         pattern=opts.pattern, tone=opts.tone, seed=opts.seed,
-                        probe_calls=opts.probes)
-    await asyncio.sleep(0.5)
+                        probe_calls=opts.probes, churn_s=opts.churn)
+    window = _Window()
+    await asyncio.sleep(SOAK_SETTLE_S if opts.churn else 0.5)
     rss_idle = engine.tree.rss_bytes() if engine is not None else 0
+    if opts.churn:
+        window.before = await _resources(engine, gen)
     loop = asyncio.get_running_loop()
     began = loop.time()
-    window = _Window()
     stop_progress = asyncio.Event()
     reporter = loop.create_task(_progress(gen, engine, began, window, stop_progress, progress))
     wakeup: WakeupProbe | None = None
@@ -323,13 +373,21 @@ async def _load(
         window.bench_cpu0 = _own_cpu()
         last = window.started
         end = window.started + opts.duration
+        minute_ends = soak.minute_ends(window.started, end, opts.minute_s) if opts.churn else []
         while (now := time.monotonic()) < end:
-            await asyncio.sleep(min(0.5, end - now))
+            await asyncio.sleep(min(0.5, (minute_ends[0] if minute_ends else end) - now))
             now = time.monotonic()
             window.call_seconds += len(gen.live) * (now - last)
             last = now
             if engine is not None:
                 window.rss_peak = max(window.rss_peak, engine.tree.rss_bytes())
+            if minute_ends and now >= minute_ends[0] - 0.002:
+                del minute_ends[0]
+                window.samples.append(await _resources(engine, gen))
+                if progress is not None:
+                    progress({"note": soak.minute_note(gen.calls, window.samples)})
+                # What the churn made meanwhile joins what is frozen (see above).
+                gc.freeze()
         window.ended = time.monotonic()
         window.cpu1 = engine.tree.cpu_times() if engine is not None else (0.0, 0.0)
         window.bench_cpu1 = _own_cpu()
@@ -340,17 +398,37 @@ async def _load(
         gc.unfreeze()  # a later round in this process must be able to free this one
         stop_progress.set()
         await reporter
+        window.stopped = time.monotonic()
         await gen.stop()
         if wakeup is not None:
             wakeup.close()
     await asyncio.sleep(0.3)
+    if opts.churn:
+        if engine is not None:
+            await engine.wait_idle(SOAK_IDLE_TIMEOUT)
+        await asyncio.sleep(SOAK_SETTLE_S)
+        window.after = await _resources(engine, gen)
     engine_lines = engine.lines() if engine is not None else []
     result = _result(opts, gen, sim, recorder, window, rss_idle, held, engine_lines)
+    if window.before is not None and window.after is not None:
+        result.soak = soak.soak_of(opts.churn, opts.minute_s, window.started, opts.duration,
+                                   window.stopped, gen.calls, recorder, window.samples,
+                                   window.before, window.after)
     result.calls["per_worker"] = per_worker
     if engine is not None and engine.proc.poll() is not None:
         result.calls["engine_exit"] = (f"the engine exited with status {engine.proc.returncode} "
                                        f"during the run: {engine.tail()}")
     return result
+
+
+async def _resources(engine: EngineProcess | None, gen: LoadGenerator) -> Resources:
+    """The engine's figures now: /proc first, then its /metrics (the request is an fd too)."""
+    at = time.monotonic()
+    if engine is None:
+        return Resources(at, len(gen.live))
+    tree = engine.tree
+    rss, fds, threads = tree.rss_bytes(), tree.fds(), tree.threads()
+    return Resources(at, len(gen.live), rss, fds, threads, await engine.loop_tasks())
 
 
 async def _progress(
@@ -433,7 +511,7 @@ def _result(
             "load_cpus": sorted(opts.load_cpus) if opts.load_cpus else None,
             "response_ms": opts.response_ms, "seed": opts.seed,
             "engine_env": _shown_env(opts.extra_env), "tls": opts.tls,
-            "probe_calls": opts.probes,
+            "probe_calls": opts.probes, "churn_s": opts.churn or None,
         },
         calls={
             "placed": len(gen.calls), "connected": connected, "failed": gen.failed,
