@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-from engine import fdlimit, logs, upstream
+from engine import fdlimit, heap, logs, upstream
 from engine.agent.agentfile import AgentFile, default_agent
 from engine.agent.callagent import CallAgent
 from engine.agent.runner import ToolRunner
@@ -60,6 +60,7 @@ __all__ = ["LINGER_S", "CallConnection", "Counts", "LocalCounts", "Worker", "Wor
 LINGER_S = 2.0
 CALLER_SNDBUF = 32 * 1024  # the kernel doubles it: about 1.4 s of 24 kHz audio
 FD_LOG_S = 10.0
+TRIM_SLOW_S = 0.005  # a trim longer than this delays frames: said in the log
 RECORDING_TAKE_S = 0.5
 HANDOVER_POLL_S = 0.1
 LAG_PROBE_S = 0.1
@@ -794,13 +795,19 @@ class Worker:
     async def _probe_lag(self) -> None:
         """Every ``LAG_PROBE_S``, how late the loop ran a timer: a gauge, and admission; every
         ``TASKS_EVERY`` probes, the loop's unfinished tasks: a gauge (a soak reads it to tell a
-        task that outlives its call)."""
+        task that outlives its call); every ``heap.TRIM_S``, freed heap back to the kernel."""
         loop = asyncio.get_running_loop()
         limit = self.limits.max_loop_lag
         probes = 0
+        trim_every = round(heap.TRIM_S / LAG_PROBE_S)
         while True:
             if probes % TASKS_EVERY == 0:
                 METRICS.loop_tasks.set(len(asyncio.all_tasks(loop)))
+            if probes % trim_every == trim_every - 1:
+                took = heap.trim()
+                if took is not None and took > TRIM_SLOW_S:
+                    logs.event(log, "heap_trim_slow", logging.WARNING,
+                               ms=round(took * 1000, 2), calls=len(self.connections))
             probes += 1
             expected = loop.time() + LAG_PROBE_S
             await asyncio.sleep(LAG_PROBE_S)
