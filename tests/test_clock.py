@@ -323,6 +323,24 @@ def test_a_wake_up_aeons_late_counts_in_the_last_lateness_bin() -> None:
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+def test_a_timerfd_time_beyond_a_timespec_is_refused(impl: str) -> None:
+    # The native timerfd once converted it to nanoseconds in 64 bits, which C leaves
+    # undefined; the twin's ctypes fields wrapped it.
+    m = media_module(impl, "timerfd")
+    timer = m.TimerFd()
+    for deadline, interval, error in [
+        (math.nan, 0.0, ValueError), (math.inf, 0.0, OverflowError),
+        (1e300, 0.0, OverflowError), (9.3e9, 0.0, OverflowError),
+        (1.0, math.inf, OverflowError), (1.0, math.nan, ValueError),
+    ]:
+        with pytest.raises(error):
+            timer.arm(deadline, interval)
+    timer.arm(9.2e9)  # just within: about 292 years of uptime, never reached
+    assert timer.read() == 0
+    timer.close()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 def test_the_timerfd_fires_at_its_absolute_deadline(impl: str) -> None:
     m = media_module(impl, "timerfd")
     timer = m.TimerFd()
