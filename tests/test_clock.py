@@ -7,7 +7,9 @@ matters, and to a recording transport where the moment of each write is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import random
 import socket
 import time
@@ -290,6 +292,52 @@ def test_native_pass_equals_the_twin(seed: int, outlets: int, steps: int, subtic
         return log
 
     assert trace("native") == trace("python")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_time_that_is_no_number_of_subticks_is_refused_and_changes_nothing(impl: str) -> None:
+    # The native pass once converted it to a 64-bit integer, which C leaves undefined.
+    m: ModuleType = media_module(impl, "clockpass")
+    pacer = m.ClockPass(100.0)
+    outlet = m.Outlet(Owner(), playout(impl), Recorder())
+    for now, error in [(math.nan, ValueError), (math.inf, OverflowError),
+                       (-math.inf, OverflowError)]:
+        with pytest.raises(error):
+            pacer.run(now)
+        with pytest.raises(error):
+            pacer.add(outlet, now)
+        assert (len(pacer), pacer.next_deadline(), pacer.ticks) == (0, 100.0, 0)
+    with pytest.raises(OverflowError) if impl == "native" else contextlib.nullcontext():
+        pacer.run(1e300)  # beyond the native counters' range; the twin's ints have none
+
+
+def test_a_wake_up_aeons_late_counts_in_the_last_lateness_bin() -> None:
+    def bins(impl: str) -> tuple[list[int], float, int]:
+        pacer = media_module(impl, "clockpass").ClockPass(0.0)
+        pacer.run(1e16)  # more lateness bins of 0.5 ms than a long holds
+        return list(pacer.lateness_bins), pacer.max_lateness, pacer.ticks
+
+    native_bins, lateness, ticks = bins("native")
+    assert (native_bins, lateness, ticks) == bins("python")
+    assert native_bins[-1] == 1 and lateness == 1e16
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_timerfd_time_beyond_a_timespec_is_refused(impl: str) -> None:
+    # The native timerfd once converted it to nanoseconds in 64 bits, which C leaves
+    # undefined; the twin's ctypes fields wrapped it.
+    m = media_module(impl, "timerfd")
+    timer = m.TimerFd()
+    for deadline, interval, error in [
+        (math.nan, 0.0, ValueError), (math.inf, 0.0, OverflowError),
+        (1e300, 0.0, OverflowError), (9.3e9, 0.0, OverflowError),
+        (1.0, math.inf, OverflowError), (1.0, math.nan, ValueError),
+    ]:
+        with pytest.raises(error):
+            timer.arm(deadline, interval)
+    timer.arm(9.2e9)  # just within: about 292 years of uptime, never reached
+    assert timer.read() == 0
+    timer.close()
 
 
 @pytest.mark.parametrize("impl", IMPLS)

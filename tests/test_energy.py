@@ -44,6 +44,13 @@ def test_full_scale_windows_and_the_exact_threshold() -> None:
             m.voiced_windows(loud, 0, 1.0)
 
 
+@pytest.mark.parametrize("window", [2**62, 2**63 - 1])
+def test_a_window_too_long_for_any_buffer_has_no_window(window: int) -> None:
+    # Twice the window once overflowed in the native pass.
+    for m in (native, pure):
+        assert m.voiced_windows(bytes(64), window, 0.0) == b""
+
+
 @settings(max_examples=100, deadline=None)
 @given(turns=st.lists(st.tuples(st.booleans(), st.integers(1, 40)), min_size=1, max_size=12),
        cuts=st.lists(st.integers(1, 4000), max_size=20))

@@ -404,6 +404,15 @@ def test_counters_are_read_only(m: ModuleType) -> None:
             setattr(buf, name, 1)
 
 
+def test_a_buffer_never_initialised_refuses_to_pop(m: ModuleType) -> None:
+    # The native one once copied from its NULL ring; the twin has no attributes to read.
+    buf = m.PlayoutBuffer.__new__(m.PlayoutBuffer)
+    with pytest.raises((TypeError, AttributeError)):
+        buf.pop_frame()
+    with pytest.raises((TypeError, AttributeError, ConfigError)):
+        buf.pop_message()
+
+
 def test_reset_keeps_the_counters(m: ModuleType) -> None:
     buf = m.PlayoutBuffer(8000, capacity_ms=100)
     assert buf.push(_ramp(0, 900), "a") == 800

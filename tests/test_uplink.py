@@ -164,6 +164,20 @@ def test_a_finished_parser_and_a_detached_sink(impl: str) -> None:
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize(("kind", "fmt"), [(0x10, "pcm16"), (0x13, "pcm16"), (0x10, "pcmu")])
+def test_an_empty_payload_pushed_from_python_counts_and_adds_nothing(impl: str, kind: int,
+                                                                     fmt: str) -> None:
+    # It reaches the native sink as a NULL pointer, which memcpy was once given (with no
+    # resampler in the way, as at 24 kHz or for μ-law at 8 kHz).
+    rig = Rig(impl, kind, fmt, append_ms=20, prebuffer_ms=2000)
+    rig.uplink.tap = bytearray()
+    assert rig.uplink.push(b"") is False
+    assert rig.counters() == (1, 0, 0, 0) and rig.uplink.tap == b""
+    rig.uplink.push(bytes(2 * UPLINK_RATES[kind] // 50))
+    assert rig.counters()[:2] == (2, 0) and rig.uplink.pending_bytes
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 def test_bad_settings_are_refused(impl: str) -> None:
     up, ws = media_module(impl, "uplink"), media_module(impl, "wsframe")
     with pytest.raises(ConfigError):

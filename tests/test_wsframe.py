@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from types import ModuleType
 
 import pytest
@@ -221,6 +222,24 @@ def test_fragment_order_and_message_size_are_judged(
     assert r.violation[0] == code and reason in r.violation[1]
     assert r.feed(b"more") == []
     assert all(isinstance(i, tuple) for i in items)
+
+
+def _header(first: int, n: int) -> bytes:
+    return bytes([first, 127]) + n.to_bytes(8, "big")  # unmasked, 64-bit length
+
+
+@pytest.mark.parametrize(("frames", "violation"), [
+    # The sizes near 2**63 once overflowed a signed sum in the native reader.
+    ([b"\x01\x05hello", _header(0x00, 2**63 - 3)], (1009, f"message over {sys.maxsize} bytes")),
+    ([_header(0x81, 2**63 - 1)], None),  # within the limit, and never complete
+    ([b"\x01\x05hello", _header(0x80, 2**63 - 6)], None),
+])
+def test_a_limit_as_large_as_memory_is_judged_without_overflow(
+        reader_module: ModuleType, frames: list[bytes], violation: object) -> None:
+    r = reader_module.FrameReader(sys.maxsize, False)
+    items = [item for f in frames for item in r.feed(f)]
+    assert r.violation == violation
+    assert items == ([(1, False, b"hello")] if len(frames) > 1 else [])
 
 
 def test_websockets_answers_the_pings_the_reader_hands_it() -> None:

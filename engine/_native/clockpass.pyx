@@ -59,6 +59,8 @@ LATENESS_BIN_MS = 0.5
 cdef double _BIN_MS = 0.5
 cdef int _LATENESS_BINS = 200
 cdef double _EPSILON = 1e-9
+# Far enough inside long long that the index plus a tick's sub-ticks never overflows.
+cdef double _MAX_SUBTICK = 4611686018427387904.0  # 2**62
 
 
 @cython.final
@@ -258,12 +260,16 @@ cdef class ClockPass:
         return self.t0 + self._next * self.interval
 
     def add(self, Outlet outlet not None, double now):
-        """Puts a new outlet in the bucket due soonest after ``now``."""
+        """Puts a new outlet in the bucket due soonest after ``now``.
+
+        Raises:
+            ValueError, OverflowError: as :meth:`run`, when ``now`` is read (an empty clock).
+        """
         if outlet._bucket >= 0:
             return
         cdef long long k
         if self._count == 0:
-            k = <long long>((now - self.t0) / self.interval + _EPSILON) + 1
+            k = _subtick((now - self.t0) / self.interval + _EPSILON) + 1
             if k > self._next:
                 self._next = k
         outlet._bucket = self._next % self.subticks
@@ -302,9 +308,13 @@ cdef class ClockPass:
 
         Returns the outlets Python must look at: watched ones that have played out, and any
         whose write raised (``error`` says what; it is off the clock).
+
+        Raises:
+            ValueError, OverflowError: ``now`` is NaN, or infinite or 2**62 sub-ticks or
+                more from ``t0`` (nothing is done).
         """
         cdef long long first = self._next
-        cdef long long last = <long long>((now - self.t0) / self.interval + _EPSILON)
+        cdef long long last = _subtick((now - self.t0) / self.interval + _EPSILON)
         cdef long long k, owed
         cdef int n = self.subticks
         cdef list attention = []
@@ -382,12 +392,28 @@ cdef class ClockPass:
             self.late_wakeups += 1
         if lateness > self.max_lateness:
             self.max_lateness = lateness
-        cdef long index = <long>(lateness * 1000 / _BIN_MS)
-        if index > _LATENESS_BINS - 1:
+        # Clamped before the conversion: a double beyond long's range has no defined one.
+        cdef double bins = lateness * 1000 / _BIN_MS
+        cdef long index = 0
+        if bins >= _LATENESS_BINS - 1:
             index = _LATENESS_BINS - 1
-        if index < 0:
-            index = 0
+        elif bins > 0:
+            index = <long>bins
         self.lateness_bins[index] += 1
+
+
+cdef long long _subtick(double x) except? -1:
+    """``int(x)`` for a sub-tick index, which must fit the clock's 64-bit counters.
+
+    Raises:
+        ValueError: ``x`` is NaN (``now`` was).
+        OverflowError: ``x`` is infinite, or 2**62 sub-ticks or more from ``t0``.
+    """
+    if x != x:
+        raise ValueError("cannot convert float NaN to integer")
+    if not -_MAX_SUBTICK < x < _MAX_SUBTICK:
+        raise OverflowError(f"now is {x:g} sub-ticks from t0, beyond the clock's range")
+    return <long long>x
 
 
 cdef inline long long _floordiv(long long a, long long b) noexcept nogil:

@@ -25,7 +25,7 @@ def voiced_windows(data, Py_ssize_t window, double threshold):
     if window <= 0:
         raise ValueError(f"window must be positive, not {window}")
     cdef const uint8_t[::1] view = data
-    cdef Py_ssize_t windows = view.shape[0] // (2 * window)
+    cdef Py_ssize_t windows = view.shape[0] // 2 // window  # 2 * window may not fit
     out = PyBytes_FromStringAndSize(NULL, windows)
     cdef uint8_t *flags = <uint8_t*>PyBytes_AS_STRING(out)
     cdef Py_ssize_t w, i

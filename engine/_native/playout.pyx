@@ -268,6 +268,8 @@ cdef class PlayoutBuffer:
         cdef Py_ssize_t take
         cdef bytes out
         cdef unsigned char *dst
+        if self._ring == NULL:  # made by __new__ alone: no ring to read (memcpy of NULL)
+            raise TypeError("PlayoutBuffer.__init__ was never called")
         if self._state != PLAYING:
             if self._count >= self._start_samples or (self.complete and self._count):
                 self._state = PLAYING

@@ -25,6 +25,9 @@ cdef extern from "<sys/timerfd.h>" nogil:
         TFD_TIMER_ABSTIME
 
 
+cdef double _NS_LIMIT = 9223372036854775808.0  # 2**63 ns, about 292 years
+
+
 def monotonic():
     """Seconds on ``CLOCK_MONOTONIC`` (what ``time.monotonic`` reads on Linux)."""
     cdef timespec ts
@@ -32,10 +35,17 @@ def monotonic():
     return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
-cdef void _split(double seconds, timespec *ts) noexcept:
-    cdef long long ns = <long long>(seconds * 1e9 + 0.5)
+cdef int _split(double seconds, timespec *ts) except -1:
+    cdef double rounded = seconds * 1e9 + 0.5
+    # Checked first: C leaves the conversion of NaN or of a value out of range undefined.
+    if rounded != rounded:
+        raise ValueError("cannot convert float NaN to integer")
+    if not rounded < _NS_LIMIT:
+        raise OverflowError(f"{seconds:g} s is beyond the range of a timespec")
+    cdef long long ns = <long long>rounded
     ts.tv_sec = ns // 1000000000
     ts.tv_nsec = ns % 1000000000
+    return 0
 
 
 cdef class TimerFd:
@@ -64,7 +74,11 @@ cdef class TimerFd:
 
     def arm(self, double deadline, double interval=0.0):
         """Fires at ``deadline`` (absolute, monotonic seconds), then every ``interval`` if
-        positive, on that grid; replaces any earlier setting."""
+        positive, on that grid; replaces any earlier setting.
+
+        Raises:
+            ValueError, OverflowError: a time is NaN, or 2**63 ns or more.
+        """
         cdef itimerspec spec
         self._check()
         _split(max(deadline, 1e-9), &spec.it_value)

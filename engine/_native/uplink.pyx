@@ -178,7 +178,9 @@ cdef class Uplink(AudioSink):
         cdef Py_ssize_t n = length
         cdef Py_ssize_t old
         self.frames += 1
-        if self.tap is not None:
+        # An empty payload (push(b"")) comes as NULL: memcpy must not see it, nor a NULL
+        # _pending before the first reserve, even for zero bytes.
+        if self.tap is not None and length:
             old = PyByteArray_GET_SIZE(self.tap)
             PyByteArray_Resize(self.tap, old + length)
             memcpy(PyByteArray_AS_STRING(self.tap) + old, data, length)
@@ -189,11 +191,11 @@ cdef class Uplink(AudioSink):
                     None, <const uint8_t *>PyBytes_AS_STRING(pcm), PyBytes_GET_SIZE(pcm), False)
             src = <const uint8_t *>PyBytes_AS_STRING(pcm)
             n = PyBytes_GET_SIZE(pcm)
-        if self._ulaw:
+        if n and self._ulaw:
             self._reserve(self._have + n // 2)
             ulaw_encode_into(src, self._pending + self._have, n // 2)
             self._have += n // 2
-        else:
+        elif n:
             self._reserve(self._have + n)
             memcpy(self._pending + self._have, src, n)
             self._have += n

@@ -14,6 +14,9 @@ frames, leaving control frames (and anything unusual) to websockets' protocol.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
+
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
 from libc.string cimport memcpy
 
 import os
@@ -171,7 +174,7 @@ cdef class FrameReader:
         cdef bint fin = (b0 & 0x80) != 0
         cdef int opcode = b0 & 0x0F
         cdef uint64_t n = b1 & 0x7F
-        cdef Py_ssize_t head = 2, i, mask_len, total, size = 0
+        cdef Py_ssize_t head = 2, i, mask_len, total, size = 0, so_far
         if n == 126:
             head = 4
         elif n == 127:
@@ -198,12 +201,15 @@ cdef class FrameReader:
             if opcode != 0 and self._message >= 0:
                 self.violation = (CLOSE_PROTOCOL_ERROR, "expected a continuation frame")
                 return -1
-            if n > <uint64_t>self.max_size or (
-                    <Py_ssize_t>n + (self._message if self._message > 0 else 0) > self.max_size):
+            so_far = self._message if self._message > 0 else 0
+            # n + so_far > max_size, without a sum that could overflow (max_size may be huge).
+            if so_far > self.max_size or n > <uint64_t>(self.max_size - so_far):
                 self.violation = (CLOSE_MESSAGE_TOO_BIG, f"message over {self.max_size} bytes")
                 return -1
-            size = <Py_ssize_t>n + (self._message if self._message > 0 else 0)
+            size = <Py_ssize_t>n + so_far
         mask_len = 4 if masked else 0
+        if n > <uint64_t>(PY_SSIZE_T_MAX - head - mask_len):
+            return 0  # more than memory can hold: it never completes
         total = head + mask_len + <Py_ssize_t>n
         if avail < total:
             return 0

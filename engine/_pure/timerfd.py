@@ -35,6 +35,8 @@ def monotonic() -> float:
 
 def _split(seconds: float) -> _Timespec:
     ns = int(seconds * 1e9 + 0.5)
+    if ns >= 1 << 63:  # ctypes would wrap the seconds silently
+        raise OverflowError(f"{seconds:g} s is beyond the range of a timespec")
     return _Timespec(ns // 1_000_000_000, ns % 1_000_000_000)
 
 
@@ -58,7 +60,11 @@ class TimerFd:
         return int(self.fd)
 
     def arm(self, deadline: float, interval: float = 0.0) -> None:
-        """Fires at ``deadline`` (absolute), then every ``interval`` if positive."""
+        """Fires at ``deadline`` (absolute), then every ``interval`` if positive.
+
+        Raises:
+            ValueError, OverflowError: a time is NaN, or 2**63 ns or more.
+        """
         self._check()
         spec = _Itimerspec(_split(max(interval, 0.0)), _split(max(deadline, 1e-9)))
         if _libc.timerfd_settime(self.fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None) < 0:
