@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SANITIZERS = "address,undefined"
 NATIVE_TESTS = [
     "tests/test_audiosocket.py", "tests/test_audiosocket_client.py", "tests/test_b64.py",
-    "tests/test_call.py", "tests/test_call_path.py", "tests/test_caller.py",
+    "tests/test_bad_callers.py", "tests/test_call.py", "tests/test_call_path.py",
+    "tests/test_call_states.py", "tests/test_caller.py",
     "tests/test_clock.py", "tests/test_energy.py", "tests/test_g711.py", "tests/test_impl.py",
     "tests/test_playout.py", "tests/test_playout_states.py", "tests/test_resample.py",
     "tests/test_uplink.py", "tests/test_wsframe.py",
