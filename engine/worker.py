@@ -628,6 +628,21 @@ class CallConnection(asyncio.Protocol):
             self._source = None
         METRICS.active_calls.dec()
         worker.call_ended(self, action)
+        # The outlet and the upstream listener point back at this connection, and a task
+        # holds it from its frame: let go of them, so that the call is freed when its
+        # transport lets go of it, not by a cyclic collection minutes later.
+        self._outlet = self._leg = self._connect_task = self._handover_task = None
+        _drop_tracebacks(action.error)
+
+
+def _drop_tracebacks(error: BaseException | None) -> None:
+    """An error kept by the ended call holds, through its traceback (and its causes'), the
+    frames that raised it and their locals, this connection among them: a cycle."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
 
 
 def _drain(transport: asyncio.Transport, limit: int = 1 << 16) -> None:
@@ -828,9 +843,12 @@ class Worker:
         every = min(1.0, limit / 4)
         while True:
             await asyncio.sleep(every)
-            now = time.monotonic()
-            for conn in list(self.connections):
-                conn.check_heard(now, limit)
+            self._check_heard(time.monotonic(), limit)
+
+    def _check_heard(self, now: float, limit: float) -> None:
+        # A loop of its own: the watch's frame would keep its last call alive for a second.
+        for conn in list(self.connections):
+            conn.check_heard(now, limit)
 
     async def _take_recordings(self) -> None:
         """Every ``RECORDING_TAKE_S``, the recording calls' audio goes to the recorder."""
