@@ -7,9 +7,9 @@ directory, so the in-place build is left alone; builds every extension there wit
 ``VOICE_ENGINE_SANITIZE=address,undefined`` (see setup.py); then runs pytest there, with this
 Python and the ASan runtime preloaded into it, on the tests that run the native code: the
 native/twin equivalence and property tests, real calls through the worker, and the fuzz
-corpus replay once ``tests/test_fuzz.py`` exists. Arguments go to pytest after those tests
-(more paths, ``-k``, ``-x``); with ``--only`` they replace them. ``--keep`` leaves the copy
-and says where it is.
+corpus replay (``tests/test_fuzz.py``; its coverage-guided runs skip here). Arguments go to
+pytest after those tests (more paths, ``-k``, ``-x``); with ``--only`` they replace them.
+``--keep`` leaves the copy and says where it is.
 
 Exits with pytest's status, or 1 when a sanitizer reported anything (each report is printed).
 A report stops the process that met it, and reports are written to files, so one met in a
@@ -40,11 +40,11 @@ NATIVE_TESTS = [
     "tests/test_audiosocket.py", "tests/test_audiosocket_client.py", "tests/test_b64.py",
     "tests/test_bad_callers.py", "tests/test_call.py", "tests/test_call_path.py",
     "tests/test_call_states.py", "tests/test_caller.py",
-    "tests/test_clock.py", "tests/test_energy.py", "tests/test_g711.py", "tests/test_impl.py",
+    "tests/test_clock.py", "tests/test_energy.py", "tests/test_fuzz.py", "tests/test_g711.py",
+    "tests/test_impl.py",
     "tests/test_playout.py", "tests/test_playout_states.py", "tests/test_resample.py",
     "tests/test_uplink.py", "tests/test_wsframe.py",
 ]
-FUZZ_TESTS = "tests/test_fuzz.py"
 # Build outputs and caches, for a tree that is not a git checkout.
 _NOT_SOURCE = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".hypothesis", "*_cache",
@@ -227,8 +227,7 @@ def main(argv: list[str]) -> int:
             return 1
         built = time.monotonic()
         _say(f"built with {tools.cc} in {built - started:.0f} s; runtime {tools.runtime}")
-        tests = [] if only else NATIVE_TESTS + ([FUZZ_TESTS] if (tree / FUZZ_TESTS).exists()
-                                                 else [])
+        tests = [] if only else NATIVE_TESTS
         env = sanitizer_env(tree, tools, reports)
         status = run_checked(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *tests, *argv],
