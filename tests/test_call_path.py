@@ -452,6 +452,9 @@ MESSAGE_FAULTS = {
     "error": (Fault(FaultKind.ERROR, after_ms=300), "server_errors", "error_event"),
     "unknown": (Fault(FaultKind.UNKNOWN, after_ms=300), None, None),
     "huge_but_allowed": (Fault(FaultKind.HUGE, after_ms=300, size=4 * 1024 * 1024), None, None),
+    # The first delta of the answer, damaged: the answer plays from the next one.
+    "bad_base64": (Fault(FaultKind.BAD_AUDIO, after_ms=300), "bad_events", "undecodable"),
+    "odd_length": (Fault(FaultKind.ODD_AUDIO, after_ms=300), "bad_deltas", "bad_audio"),
 }
 
 
@@ -459,8 +462,9 @@ MESSAGE_FAULTS = {
 def test_an_event_the_call_can_live_with_is_dropped_or_logged_and_the_call_goes_on(
     fault: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Policy: an undecodable message is dropped, an ``error`` event logged, an unknown or
-    large event ignored; the call goes on (a server that cannot go on closes)."""
+    """Policy: an undecodable message (bad base64 too) or audio that is not whole samples is
+    dropped, an ``error`` event logged, an unknown or large event ignored; the call goes on (a
+    server that cannot go on closes)."""
     injected, field, cause = MESSAGE_FAULTS[fault]
     before = metric("voice_engine_upstream_bad_events_total", cause=cause) if cause else 0.0
 
@@ -480,11 +484,12 @@ def test_an_event_the_call_can_live_with_is_dropped_or_logged_and_the_call_goes_
         run(main())
     (end,) = [log_fields(r) for r in caplog.records if r.getMessage() == "call_ended"]
     assert end["reason"] == "caller_hangup"
+    counted = ("bad_events", "server_errors", "bad_deltas")
+    assert [end[f] for f in counted] == [int(f == field) for f in counted]
     if field is None:
-        assert end["bad_events"] == end["server_errors"] == 0
         return
-    assert end[field] == 1
-    name = {"bad_events": "upstream_bad_event", "server_errors": "upstream_error_event"}[field]
+    name = {"bad_events": "upstream_bad_event", "server_errors": "upstream_error_event",
+            "bad_deltas": "upstream_bad_audio"}[field]
     (line,) = [log_fields(r) for r in caplog.records if r.getMessage() == name]
     assert line["call"] == end["call"]
     assert metric("voice_engine_upstream_bad_events_total", cause=cause) == before + 1

@@ -496,6 +496,8 @@ def test_function_call_script_then_audio(trigger: str) -> None:
     ("unknown", Fault(FaultKind.UNKNOWN)),
     ("huge:5:1000", Fault(FaultKind.HUGE, after_ms=5, size=1000)),
     ("error:40", Fault(FaultKind.ERROR, after_ms=40)),
+    ("bad_audio:300", Fault(FaultKind.BAD_AUDIO, after_ms=300)),
+    ("odd_audio", Fault(FaultKind.ODD_AUDIO)),
 ])
 def test_fault_texts(text: str, fault: Fault) -> None:
     assert parse_fault(text) == fault
@@ -937,3 +939,21 @@ def test_the_simulators_own_text_frames_parse_as_websockets_reads_them(n: int) -
     frame = done.value.value
     assert frame.opcode is Opcode.TEXT and frame.fin and frame.data == data
     assert not reader.buffer
+
+
+def test_audio_faults_damage_a_delta_as_they_say() -> None:
+    from engine._pure import b64
+    from engine.sim.server import damaged_delta
+
+    audio = bytes(range(200)) * 3
+    event = orjson.dumps({"type": "response.output_audio.delta", "response_id": "resp_1",
+                          "item_id": "item_1", "output_index": 0, "content_index": 0,
+                          "delta": base64.b64encode(audio).decode()})
+    bad = orjson.loads(damaged_delta(event, Fault(FaultKind.BAD_AUDIO)))
+    with pytest.raises(ValueError):
+        b64.b64decode(bad["delta"])
+    odd = orjson.loads(damaged_delta(event, Fault(FaultKind.ODD_AUDIO)))
+    assert b64.b64decode(odd["delta"]) == audio[:-1]
+    for doc in (bad, odd):
+        assert {k: v for k, v in doc.items() if k != "delta"} == {
+            k: v for k, v in orjson.loads(event).items() if k != "delta"}

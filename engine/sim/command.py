@@ -93,7 +93,8 @@ async def serve_until_signal(sim: Simulator, host: str, port: int) -> None:
 @click.option("--sample-every", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--fault", "faults", multiple=True,
               help="for every connection: refuse, 401, 403, 429[:SECONDS], close:MS[:CODE], "
-                   "stall:MS, garbage:MS, unknown:MS, huge:MS[:BYTES], error:MS")
+                   "stall:MS, garbage:MS, unknown:MS, huge:MS[:BYTES], error:MS, "
+                   "bad_audio:MS, odd_audio:MS")
 @click.option("--tls-cert", default=None, metavar="PEM",
               help="serve wss:// with this certificate chain (and its key, unless --tls-key)")
 @click.option("--tls-key", default=None, metavar="PEM", help="the key of --tls-cert")

@@ -60,11 +60,13 @@ class FaultKind(enum.Enum):
     UNKNOWN = "unknown"  # an event of a type no client knows, after ``after_ms``
     HUGE = "huge"  # an unknown event of ``size`` bytes, after ``after_ms``
     ERROR = "error"  # an ``error`` event (a server error), after ``after_ms``
+    BAD_AUDIO = "bad_audio"  # the first audio delta after ``after_ms`` is not base64
+    ODD_AUDIO = "odd_audio"  # the first audio delta after ``after_ms`` loses its last byte
 
 
 SESSION_FAULTS = frozenset({
     FaultKind.CLOSE, FaultKind.STALL, FaultKind.GARBAGE, FaultKind.UNKNOWN, FaultKind.HUGE,
-    FaultKind.ERROR,
+    FaultKind.ERROR, FaultKind.BAD_AUDIO, FaultKind.ODD_AUDIO,
 })
 """Faults applied once a session is open (the others answer the handshake)."""
 
@@ -82,12 +84,13 @@ class Fault:
 
 
 _FAULT_USAGE = ("refuse, 401, 403, 429[:SECONDS], close:MS[:CODE], stall:MS, garbage:MS, "
-                "unknown:MS, huge:MS[:BYTES] or error:MS")
+                "unknown:MS, huge:MS[:BYTES], error:MS, bad_audio:MS or odd_audio:MS")
 
 
 def parse_fault(text: str) -> Fault:
     """Parses one fault: ``refuse``, ``401``, ``403``, ``429[:SECONDS]``, ``close:MS[:CODE]``,
-    ``stall:MS``, ``garbage:MS``, ``unknown:MS``, ``huge:MS[:BYTES]`` or ``error:MS``.
+    ``stall:MS``, ``garbage:MS``, ``unknown:MS``, ``huge:MS[:BYTES]``, ``error:MS``,
+    ``bad_audio:MS`` or ``odd_audio:MS``.
 
     Raises:
         ConfigError: the text is none of these.

@@ -9,6 +9,7 @@ connection, paces response audio, and injects faults (close, stall) on demand.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import http
@@ -118,6 +119,7 @@ class LiveSession(asyncio.Protocol):
         self._reader: Any = None  # a wsframe.FrameReader once the session is open
         self._close_timer: asyncio.TimerHandle | None = None
         self.faults: list[Fault] = []  # the session faults, applied once it is open
+        self._damage: Fault | None = None  # an audio fault waiting for the next delta
 
     @property
     def report(self) -> SessionReport:
@@ -222,6 +224,8 @@ class LiveSession(asyncio.Protocol):
             self._timers.append(loop.call_later(delay, self.stall))
         elif fault.kind is FaultKind.CLOSE:
             self._timers.append(loop.call_later(delay, self._spawn_close, fault.close_code))
+        elif fault.kind in (FaultKind.BAD_AUDIO, FaultKind.ODD_AUDIO):
+            self._timers.append(loop.call_later(delay, setattr, self, "_damage", fault))
         else:
             self._timers.append(loop.call_later(delay, self._inject, fault))
 
@@ -364,7 +368,14 @@ class LiveSession(asyncio.Protocol):
             r.mark_sent(i)
             if self.observer is not None:
                 self.observer.delta_sent(self, i, time.monotonic())
-            self._send(r.delta(i))
+            if self._damage is None:
+                self._send(r.delta(i))
+            else:
+                fault, self._damage = self._damage, None
+                self.report.injected.append(fault.kind.value)
+                logs.event(log, "sim_fault_injected", session=self.core.id,
+                           fault=fault.kind.value, delta=i)
+                self._send(damaged_delta(r.delta(i), fault))
         self._stream = None
         for event in self.core.response_tail(r):
             self._send(event)
@@ -393,6 +404,17 @@ def fault_message(fault: Fault) -> bytes:
     if fault.kind is FaultKind.UNKNOWN:
         return head + tail
     return head + b"x" * max(0, fault.size - len(head) - len(tail)) + tail
+
+
+def damaged_delta(event: bytes, fault: Fault) -> bytes:
+    """Audio delta ``event`` as a BAD_AUDIO fault (its base64 broken by a character outside
+    the alphabet) or an ODD_AUDIO fault (its audio a byte short) sends it."""
+    doc = orjson.loads(event)
+    if fault.kind is FaultKind.BAD_AUDIO:
+        doc["delta"] = "*" + doc["delta"][1:]
+    else:
+        doc["delta"] = base64.b64encode(base64.b64decode(doc["delta"])[:-1]).decode()
+    return orjson.dumps(doc)
 
 
 class Simulator:
