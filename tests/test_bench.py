@@ -240,10 +240,18 @@ def test_an_engine_that_dies_mid_run_is_reported() -> None:
         return None
 
     async def kill_soon() -> BenchResult:
-        task = asyncio.ensure_future(run(BenchOptions(calls=3, duration=4.0, pattern=BRISK)))
-        while (pid := engine_pid()) is None:
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(2.5)
+        held = asyncio.Event()
+
+        def progress(line: dict[str, Any]) -> None:
+            # Killed once every call is up and holding (a slow start must not kill it first).
+            if line.get("phase") == "hold" and line.get("calls_up") == 3:
+                held.set()
+
+        task = asyncio.ensure_future(
+            run(BenchOptions(calls=3, duration=4.0, pattern=BRISK), progress))
+        await asyncio.wait_for(held.wait(), 30)
+        pid = engine_pid()
+        assert pid is not None
         os.kill(pid, signal.SIGKILL)
         return await task
 

@@ -453,7 +453,9 @@ def test_idle_connections_past_the_descriptor_limit_are_refused_cleanly(tmp: Pat
             assert all(read.result() == b"\x00\x00\x00" for _, read in crowd if read.done())
             report = await good
             assert report.hangup == caller.CALLER_FINISHED
-            assert abs(report.frames_received - report.frames_sent) <= 3
+            # Nothing lost; and a frame per 20 ms while it lasted (this process's flood can
+            # hold up the caller's own sending, and the call with it).
+            assert report.frames_sent - 3 <= report.frames_received <= report.duration / 0.02
             assert report.burst_pacing.p99_ms < 15
             # The held ones time out (no UUID); then the worker takes calls again.
             await asyncio.wait_for(asyncio.gather(*(read for _, read in crowd)), 10)
