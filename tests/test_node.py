@@ -440,6 +440,7 @@ def test_idle_connections_past_the_descriptor_limit_are_refused_cleanly(tmp: Pat
     async def main() -> None:
         node = await NodeProcess(tmp, workers=1, nofile=256, HANDSHAKE_TIMEOUT_MS="4000",
                                  RECORDS_URL="").ready()
+        crowd: list[tuple[socket.socket, asyncio.Future[bytes]]] = []
         try:
             budget = (await node.wait_event("fd_limit_low"))[0]["max_connections"]
             assert 40 <= budget <= 70
@@ -455,7 +456,8 @@ def test_idle_connections_past_the_descriptor_limit_are_refused_cleanly(tmp: Pat
             assert report.hangup == caller.CALLER_FINISHED
             # Nothing lost; and a frame per 20 ms while it lasted (this process's flood can
             # hold up the caller's own sending, and the call with it).
-            assert report.frames_sent - 3 <= report.frames_received <= report.duration / 0.02
+            assert (report.frames_sent - 3 <= report.frames_received
+                    <= report.duration / 0.02 + 5), report
             assert report.burst_pacing.p99_ms < 15
             # The held ones time out (no UUID); then the worker takes calls again.
             await asyncio.wait_for(asyncio.gather(*(read for _, read in crowd)), 10)
@@ -470,6 +472,9 @@ def test_idle_connections_past_the_descriptor_limit_are_refused_cleanly(tmp: Pat
             assert ends.count("fd_limit") == refused and ends.count("handshake_timeout") == held
             assert "Too many open files" not in node.text()
         finally:
+            for sock, read in crowd:  # not left for the collector after a failure
+                read.cancel()
+                sock.close()
             node.close()
 
     run(main())
