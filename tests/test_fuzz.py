@@ -17,16 +17,22 @@ ROOT = HERE.parent.parent
 SHORT_RUN_SECONDS = 4
 
 
-def _inputs(kind: str) -> list[tuple[str, Path]]:
+# A long run's corpus (a directory of TARGET/ folders), replayed too when named: under the
+# sanitizer build, every input a campaign kept runs over the native code.
+CORPUS = os.environ.get("VOICE_ENGINE_FUZZ_CORPUS")
+
+
+def _inputs(kind: str, root: Path = HERE) -> list[tuple[str, Path]]:
     return [(target, path) for target in TARGETS
-            for path in sorted((HERE / kind / target).glob("*")) if path.is_file()]
+            for path in sorted((root / kind / target).glob("*")) if path.is_file()]
 
 
 def test_every_target_has_seeds() -> None:
     assert {target for target, _ in _inputs("seeds")} == set(TARGETS)
 
 
-@pytest.mark.parametrize(("target", "path"), _inputs("seeds") + _inputs("regressions"),
+@pytest.mark.parametrize(("target", "path"), _inputs("seeds") + _inputs("regressions") + (
+                             _inputs(".", Path(CORPUS)) if CORPUS else []),
                          ids=lambda v: v if isinstance(v, str) else v.name)
 def test_replay(target: str, path: Path) -> None:
     importlib.import_module(f"fuzz.{target}").TestOneInput(path.read_bytes())
