@@ -16,6 +16,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 from conftest import FIXTURES, IMPLS, both, media_module
+from fuzz.audiosocket import norm  # one way to compare events, for the tests and the fuzzer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,15 +40,6 @@ def m(request: pytest.FixtureRequest) -> ModuleType:
 def frame(kind: int, payload: bytes) -> bytes:
     """One message, built here independently of the encoder under test."""
     return bytes((kind, len(payload) >> 8, len(payload) & 0xFF)) + payload
-
-
-def norm(event: object) -> tuple[object, ...]:
-    """An event as (class name, fields), comparable across the two implementations."""
-    name = type(event).__name__
-    if name == "ProtocolViolation":
-        err = event.error  # type: ignore[attr-defined]
-        return (name, type(err).__name__, err.args, tuple(sorted(vars(err).items())))
-    return (name, *(getattr(event, field) for field in type(event).__match_args__))
 
 
 def feed(m: ModuleType, chunks: Iterable[bytes], eof: bool = True, **kw: int) -> list[object]:
