@@ -565,6 +565,9 @@ class CallConnection(asyncio.Protocol):
         self._act()
 
     def _later(self, delay: float, what: Any) -> None:
+        if self.call.end_reason is not None:
+            return  # an ended call arms nothing (a timer would keep it alive until it fired)
+
         def fire() -> None:
             what()
             self._act()
@@ -639,10 +642,14 @@ def _drop_tracebacks(error: BaseException | None) -> None:
     """An error kept by the ended call holds, through its traceback (and its causes'), the
     frames that raised it and their locals, this connection among them: a cycle."""
     seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        error.__traceback__ = None
-        error = error.__cause__ or error.__context__
+    todo = [error]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        e.__traceback__ = None
+        todo += (e.__cause__, e.__context__, getattr(e, "cause", None))
 
 
 def _drain(transport: asyncio.Transport, limit: int = 1 << 16) -> None:
@@ -854,8 +861,11 @@ class Worker:
         """Every ``RECORDING_TAKE_S``, the recording calls' audio goes to the recorder."""
         while True:
             await asyncio.sleep(RECORDING_TAKE_S)
-            for conn in list(self.recording):
-                conn.take_recording()
+            self._take_recordings_now()
+
+    def _take_recordings_now(self) -> None:
+        for conn in list(self.recording):  # here, not in the task's frame (see _check_heard)
+            conn.take_recording()
 
     def linger(self, transport: asyncio.Transport) -> None:
         """Keeps a hung-up caller's socket half-open until the caller closes it, at most
