@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import random
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -50,9 +51,20 @@ _FIGURES: list[str] = []
 
 
 @pytest.fixture
-def figures() -> list[str]:
-    """Figures a test measured (pacing, quality); printed in the summary, never asserted tightly."""
-    return _FIGURES
+def figures(request: pytest.FixtureRequest) -> Iterator[list[str]]:
+    """Figures a test measured (pacing, quality); printed in the summary, never asserted tightly.
+
+    They travel on the test's report, so that with ``-n`` they reach the process that prints."""
+    lines: list[str] = []
+    yield lines
+    request.node.user_properties.append(("figures", lines))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":
+        for name, value in report.user_properties:
+            if name == "figures":
+                _FIGURES.extend(value)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
