@@ -27,12 +27,24 @@ def _inputs(kind: str, root: Path = HERE) -> list[tuple[str, Path]]:
             for path in sorted((root / kind / target).glob("*")) if path.is_file()]
 
 
+def _corpus() -> list[tuple[str, Path]]:
+    """The named corpus's inputs; a name that gives none is an error, not a quiet pass."""
+    if not CORPUS:
+        return []
+    root = Path(CORPUS)
+    found = _inputs(".", root) if root.is_absolute() else []
+    if not found:
+        raise pytest.UsageError(f"VOICE_ENGINE_FUZZ_CORPUS={CORPUS}: no TARGET/ inputs there "
+                                "(an absolute path to a directory of target folders)")
+    return found
+
+
 def test_every_target_has_seeds() -> None:
     assert {target for target, _ in _inputs("seeds")} == set(TARGETS)
 
 
-@pytest.mark.parametrize(("target", "path"), _inputs("seeds") + _inputs("regressions") + (
-                             _inputs(".", Path(CORPUS)) if CORPUS else []),
+@pytest.mark.parametrize(("target", "path"), _inputs("seeds") + _inputs("regressions")
+                         + _corpus(),
                          ids=lambda v: v if isinstance(v, str) else v.name)
 def test_replay(target: str, path: Path) -> None:
     importlib.import_module(f"fuzz.{target}").TestOneInput(path.read_bytes())
