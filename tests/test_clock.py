@@ -149,12 +149,19 @@ def test_a_rephase_sends_at_once_or_within_half_a_subtick_and_keeps_the_period()
         clock.stop()
         return out
 
-    for since, wait, interval in run(main()):
-        if since <= 0.002:  # within half a sub-tick of the last one: sent from rephase()
-            assert wait < 0.0005, (since, wait)
-        else:
-            assert 0 <= wait <= 0.005, (since, wait)  # the next sub-tick, plus timer slack
-        assert abs(interval - 0.020) <= 0.005, (since, interval)
+    def misses(measured: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
+        return [(since, wait, interval) for since, wait, interval in measured
+                # within half a sub-tick of the last one: sent from rephase(), at once;
+                # otherwise at the next sub-tick, plus timer slack; then every 20 ms
+                if not ((wait < 0.0005 if since <= 0.002 else 0 <= wait <= 0.005)
+                        and abs(interval - 0.020) <= 0.005)]
+
+    # Wall-clock bounds of a few ms: a loaded machine may wake a sleeper late once, so three
+    # tries; a clock that does not keep them misses in every one.
+    tries = []
+    while len(tries) < 3 and [] not in tries:
+        tries.append(misses(run(main())))
+    assert [] in tries, tries
 
 
 def test_a_watched_outlet_is_reported_once_it_has_played_out() -> None:

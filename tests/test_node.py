@@ -414,14 +414,19 @@ def test_a_profile_listens_on_its_own_port_with_its_own_agent(tmp: Path) -> None
     run(main())
 
 
-async def flood(port: int, count: int) -> list[tuple[socket.socket, asyncio.Future[bytes]]]:
-    """``count`` connections that send nothing; each with what it reads until closed."""
+async def flood(port: int, count: int, held: list[tuple[socket.socket, asyncio.Future[bytes]]]
+                ) -> None:
+    """``count`` connections that send nothing, added to ``held`` as they open (so that the
+    caller can close all of them whatever happens), each with what it reads until closed."""
     loop = asyncio.get_running_loop()
-    held = []
     for _ in range(count):
         sock = socket.socket()
         sock.setblocking(False)
-        await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), 5)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), 5)
+        except BaseException:
+            sock.close()
+            raise
 
         async def read_all(sock: socket.socket = sock) -> bytes:
             data = b""
@@ -430,7 +435,6 @@ async def flood(port: int, count: int) -> list[tuple[socket.socket, asyncio.Futu
             return data
 
         held.append((sock, asyncio.ensure_future(read_all())))
-    return held
 
 
 def test_idle_connections_past_the_descriptor_limit_are_refused_cleanly(tmp: Path) -> None:
@@ -446,7 +450,7 @@ def test_idle_connections_past_the_descriptor_limit_are_refused_cleanly(tmp: Pat
             assert 40 <= budget <= 70
             good = asyncio.ensure_future(place(node.port, 6.0))
             await asyncio.sleep(0.5)
-            crowd = await flood(node.port, 2000)
+            await flood(node.port, 2000, crowd)
             await asyncio.sleep(1.0)
             refused = sum(read.done() for _, read in crowd)
             held = len(crowd) - refused

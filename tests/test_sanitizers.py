@@ -63,5 +63,8 @@ def test_the_native_tests_are_clean_under_the_sanitizers(tools: sanitize.Tools) 
         [sys.executable, str(SCRIPT), "--only", *SUBSET, "-q"],
         capture_output=True, text=True, timeout=280,
     )
-    assert result.returncode == 0, (result.stdout[-4000:], result.stderr[-8000:])
+    if result.returncode != 0:  # in the captured output, which pytest shows whole
+        print(result.stdout)
+        print(result.stderr, file=sys.stderr)
+    assert result.returncode == 0, "the sanitized run failed: its output is above"
     assert "sanitize: pytest ran in" in result.stderr
