@@ -61,7 +61,9 @@ class FaultKind(enum.Enum):
     HUGE = "huge"  # an unknown event of ``size`` bytes, after ``after_ms``
     ERROR = "error"  # an ``error`` event (a server error), after ``after_ms``
     BAD_AUDIO = "bad_audio"  # the first audio delta after ``after_ms`` is not base64
-    ODD_AUDIO = "odd_audio"  # the first audio delta after ``after_ms`` loses its last byte
+    # The first audio delta after ``after_ms`` loses its last byte: half a pcm16 sample (in
+    # G.711, a byte a sample, it stays whole samples and is no fault).
+    ODD_AUDIO = "odd_audio"
 
 
 SESSION_FAULTS = frozenset({
