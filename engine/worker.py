@@ -645,7 +645,7 @@ def _drop_tracebacks(error: BaseException | None) -> None:
     todo = [error]
     while todo:
         e = todo.pop()
-        if e is None or id(e) in seen:
+        if not isinstance(e, BaseException) or id(e) in seen:
             continue
         seen.add(id(e))
         e.__traceback__ = None

@@ -679,3 +679,25 @@ def test_an_ended_call_is_freed_at_once_not_by_the_cyclic_collector(
                 gc.enable()
 
     run(main())
+
+
+def test_an_ended_calls_error_lets_go_of_every_frame_along_its_chain() -> None:
+    from engine.errors import ClockFailed
+    from engine.worker import _drop_tracebacks
+
+    def raised(make: Callable[[], BaseException]) -> BaseException:
+        try:
+            raise make()
+        except BaseException as exc:
+            return exc
+
+    context, cause, inner = raised(OSError), raised(ValueError), raised(BrokenPipeError)
+    clock = ClockFailed(inner)
+    top = raised(lambda: RuntimeError("top"))
+    top.__context__, top.__cause__ = context, clock
+    clock.__cause__ = cause
+    odd = raised(KeyError)
+    odd.cause = "not an exception"  # type: ignore[attr-defined]
+    odd.__context__ = top
+    _drop_tracebacks(odd)
+    assert all(e.__traceback__ is None for e in (odd, top, context, cause, inner))
