@@ -12,11 +12,13 @@ anywhere; ``python -m tests.fuzz TARGET`` runs the fuzzer itself (see ``__main__
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-__all__ = ["HERE", "TARGETS", "Input", "make_input", "merge_raw", "split"]
+__all__ = ["HERE", "TARGETS", "Input", "differential", "make_input", "merge_raw", "split"]
 
 HERE = Path(__file__).resolve().parent
 TARGETS = ("audiosocket", "proxy", "wsframe", "realtime", "b64")
@@ -60,6 +62,21 @@ def make_input(stream: bytes, flags: int = 0, sizes: Sequence[int] = ()) -> byte
     if len(sizes) > _MAX_SIZES or not all(0 <= s <= 255 for s in sizes):
         raise ValueError(f"at most {_MAX_SIZES} chunk sizes of 0..255, not {list(sizes)}")
     return bytes((flags, len(sizes), *sizes)) + stream
+
+
+Run = Callable[..., tuple[list[Any], list[Any]]]
+
+
+def differential(run: Run, twin: ModuleType, native: ModuleType, job: Input, *, buffers: bool
+                 ) -> tuple[list[Any], list[Any]]:
+    """Feeds ``job``'s chunks through ``run`` with the twin and with the native build (given
+    bytearrays when ``buffers``); their traces of every step must be the same. Returns the
+    twin's (trace, output)."""
+    trace, out = run(twin, job.chunks, job.flags)
+    native_trace, _ = run(native, job.chunks, job.flags, buffers=buffers)
+    if native_trace != trace:
+        raise AssertionError(f"native differs from the twin:\n{native_trace}\n{trace}")
+    return trace, out
 
 
 def merge_raw(items: Iterable[object]) -> list[object]:

@@ -14,7 +14,7 @@ from types import ModuleType
 from engine._native import audiosocket as native
 from engine._pure import audiosocket as twin
 
-from . import split
+from . import differential, split
 
 __all__ = ["LIMITS", "TestOneInput", "norm", "run"]
 
@@ -53,10 +53,7 @@ def run(m: ModuleType, chunks: list[bytes], flags: int, *, buffers: bool = False
 
 def TestOneInput(data: bytes) -> None:
     job = split(data)
-    trace, events = run(twin, job.chunks, job.flags)
-    native_trace, _ = run(native, job.chunks, job.flags, buffers=bool(job.flags & 0x20))
-    if native_trace != trace:
-        raise AssertionError(f"native differs from the twin:\n{native_trace}\n{trace}")
+    _, events = differential(run, twin, native, job, buffers=bool(job.flags & 0x20))
     _, whole = run(twin, [job.stream], job.flags)
     if whole != events:
         raise AssertionError(f"the chunking changed the events:\n{events}\n{whole}")

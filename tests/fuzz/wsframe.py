@@ -15,7 +15,7 @@ from types import ModuleType
 from engine._native import wsframe as native
 from engine._pure import wsframe as twin
 
-from . import merge_raw, split
+from . import differential, merge_raw, split
 
 __all__ = ["LIMITS", "TestOneInput", "run"]
 
@@ -37,10 +37,7 @@ def run(m: ModuleType, chunks: list[bytes], flags: int, *, buffers: bool = False
 
 def TestOneInput(data: bytes) -> None:
     job = split(data)
-    trace, items = run(twin, job.chunks, job.flags)
-    native_trace, _ = run(native, job.chunks, job.flags, buffers=bool(job.flags & 0x10))
-    if native_trace != trace:
-        raise AssertionError(f"native differs from the twin:\n{native_trace}\n{trace}")
+    trace, items = differential(run, twin, native, job, buffers=bool(job.flags & 0x10))
     whole_trace, whole = run(twin, [job.stream], job.flags)
     final = trace[-1][1:] if trace else (False, None)
     if merge_raw(whole) != merge_raw(items) or whole_trace[-1][1:] != final:
